@@ -1,0 +1,143 @@
+package messages
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"regexp"
+	"time"
+)
+
+// Status is where a session is in its life.
+type Status string
+
+// The statuses of a session record. A record is deleted when the session
+// ends, so "terminated" only appears in events and API answers.
+const (
+	StatusCreating   Status = "creating"
+	StatusReady      Status = "ready"
+	StatusStopping   Status = "stopping"
+	StatusTerminated Status = "terminated"
+)
+
+// Reason says why a session ended or failed.
+type Reason string
+
+// The reasons a session ends.
+const (
+	ReasonIdle      Reason = "idle"
+	ReasonLifetime  Reason = "lifetime"
+	ReasonDeleted   Reason = "deleted"
+	ReasonExited    Reason = "exited"
+	ReasonFailed    Reason = "failed"
+	ReasonOrphaned  Reason = "orphaned"
+	ReasonLost      Reason = "lost"
+	ReasonUnhealthy Reason = "unhealthy"
+	ReasonShutdown  Reason = "shutdown"
+)
+
+// Session is the registry's record of one session, the single truth about
+// it. Env is deliberately absent: it may hold secrets.
+type Session struct {
+	ID        string            `json:"session_id"`
+	Key       string            `json:"key,omitempty"`
+	RequestID string            `json:"request_id,omitempty"`
+	Status    Status            `json:"status"`
+	URL       string            `json:"url"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Backend   string            `json:"backend"`
+	// Upstream is the host:port the proxy forwards to, set once ready.
+	Upstream string `json:"upstream,omitempty"`
+	// StatusURL is what the prober polls: the app's /status or a sidecar's.
+	StatusURL string `json:"status_url,omitempty"`
+	// Owner names the provisioner that started the session.
+	Owner string `json:"owner,omitempty"`
+	// TokenHash is the SHA-256 of the session's access token, when there is one.
+	TokenHash          string    `json:"token_hash,omitempty"`
+	IdleTimeoutSeconds int64     `json:"idle_timeout_seconds"`
+	MaxLifetimeSeconds int64     `json:"max_lifetime_seconds,omitempty"`
+	CreatedAt          time.Time `json:"created_at"`
+	ReadyAt            time.Time `json:"ready_at,omitzero"`
+	StoppingAt         time.Time `json:"stopping_at,omitzero"`
+	StopReason         Reason    `json:"stop_reason,omitempty"`
+}
+
+// Live reports whether the session is serving or about to.
+func (s Session) Live() bool { return s.Status == StatusCreating || s.Status == StatusReady }
+
+// EventType names a lifecycle event; the subject is "<prefix>.session.<type>".
+type EventType string
+
+// The lifecycle events, in the order a session sees them.
+const (
+	EventRequested  EventType = "requested"
+	EventCreating   EventType = "creating"
+	EventReady      EventType = "ready"
+	EventFailed     EventType = "failed"
+	EventStopping   EventType = "stopping"
+	EventTerminated EventType = "terminated"
+)
+
+// EventTypes lists every event type.
+var EventTypes = []EventType{EventRequested, EventCreating, EventReady, EventFailed, EventStopping, EventTerminated}
+
+// Event is a lifecycle event. One shape serves every type so that a single
+// subscriber to "<prefix>.session.>" can decode all of them.
+type Event struct {
+	Type      EventType         `json:"type"`
+	SessionID string            `json:"session_id"`
+	Time      time.Time         `json:"time"`
+	RequestID string            `json:"request_id,omitempty"`
+	Key       string            `json:"key,omitempty"`
+	URL       string            `json:"url,omitempty"`
+	Upstream  string            `json:"upstream,omitempty"`
+	Backend   string            `json:"backend,omitempty"`
+	Owner     string            `json:"owner,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Reason    Reason            `json:"reason,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	// SpawnSeconds is how long the spawn took, on ready and failed.
+	SpawnSeconds float64 `json:"spawn_seconds,omitempty"`
+	// LifetimeSeconds is how long the session lived, on terminated.
+	LifetimeSeconds float64 `json:"lifetime_seconds,omitempty"`
+}
+
+// AppStatus is the seed's /status document, served by apps and by the sidecar.
+type AppStatus struct {
+	ActiveConnections int   `json:"active_connections"`
+	SecondsInactive   int64 `json:"seconds_inactive"`
+	Listening         bool  `json:"listening"`
+}
+
+// Heartbeat is what the prober learned of one session at one time.
+type Heartbeat struct {
+	SessionID string    `json:"session_id"`
+	Time      time.Time `json:"time"`
+	// OK is false when the probe failed; Error then says how.
+	OK                bool   `json:"ok"`
+	Error             string `json:"error,omitempty"`
+	ActiveConnections int    `json:"active_connections"`
+	SecondsInactive   int64  `json:"seconds_inactive"`
+	Listening         bool   `json:"listening"`
+	// FailingSince is the time of the first failure in the current run of
+	// failed probes, so any reaper replica can apply the grace period.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// LatencySeconds is how long the probe took.
+	LatencySeconds float64 `json:"latency_seconds,omitempty"`
+}
+
+// idEncoding is lowercase base32 without padding, so IDs are valid in URLs,
+// NATS subjects, KV keys and DNS labels.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+var idPattern = regexp.MustCompile(`^[a-z2-7]{26}$`)
+
+// NewSessionID returns 128 random bits as 26 lowercase base32 characters.
+func NewSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms.
+	return idEncoding.EncodeToString(b[:])
+}
+
+// ValidSessionID reports whether id has the shape NewSessionID produces, so
+// garbage is rejected before any lookup.
+func ValidSessionID(id string) bool { return len(id) == 26 && idPattern.MatchString(id) }

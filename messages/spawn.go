@@ -1,0 +1,185 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxRequestBytes bounds a spawn request body, on HTTP and on NATS.
+const MaxRequestBytes = 1 << 20
+
+// Bounds on what a spawn request may ask for. They keep one request from
+// pinning resources for a year or flooding a pod spec.
+const (
+	MaxTimeoutSeconds = 7 * 24 * 3600
+	MaxKeyLength      = 256
+	MaxRequestID      = 128
+	MaxMapEntries     = 64
+	MaxValueLength    = 4096
+)
+
+// SpawnRequest is the body of POST /init and of a request on
+// "<prefix>.session.requested". Every field is optional.
+type SpawnRequest struct {
+	// RequestID is chosen by the client to find its session in the events
+	// when it published without a reply subject.
+	RequestID string `json:"request_id,omitempty"`
+	// Key makes the request get-or-create: a live session with the same key
+	// is returned instead of a new one.
+	Key string `json:"key,omitempty"`
+	// Env is added to the session's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Labels are attached to the session and to its backend objects.
+	Labels map[string]string `json:"labels,omitempty"`
+	// IdleTimeoutSeconds overrides the installation's idle timeout.
+	IdleTimeoutSeconds int64 `json:"idle_timeout_seconds,omitempty"`
+	// MaxLifetimeSeconds ends the session this long after it was created.
+	MaxLifetimeSeconds int64 `json:"max_lifetime_seconds,omitempty"`
+}
+
+// ErrorCode classifies a failure so that the HTTP gateway can pick a status.
+type ErrorCode string
+
+// The error codes a reply may carry.
+const (
+	CodeBadRequest  ErrorCode = "bad_request"
+	CodeTooLarge    ErrorCode = "too_large"
+	CodeNotFound    ErrorCode = "not_found"
+	CodeUnavailable ErrorCode = "unavailable"
+	CodeTimeout     ErrorCode = "timeout"
+	CodeTooMany     ErrorCode = "too_many_sessions"
+	CodeSpawnFailed ErrorCode = "spawn_failed"
+	CodeInternal    ErrorCode = "internal"
+)
+
+// Error is the error object of a reply and of every HTTP error body.
+type Error struct {
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message"`
+}
+
+// Error implements error.
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(code ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// SpawnReply answers a spawn request: a session, or an error.
+type SpawnReply struct {
+	SessionID string `json:"session_id,omitempty"`
+	URL       string `json:"url,omitempty"`
+	Status    Status `json:"status,omitempty"`
+	// Created is false when a live session with the request's key was returned.
+	Created bool   `json:"created"`
+	Key     string `json:"key,omitempty"`
+	// Token opens the session's URL when per-session auth is on.
+	Token string `json:"token,omitempty"`
+	Error *Error `json:"error,omitempty"`
+}
+
+var (
+	envNamePattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKeyPattern  = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	labelValPattern  = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+	reservedEnvNames = map[string]bool{"PORT": true, "HOST": true}
+)
+
+// DecodeSpawnRequest parses and validates a spawn request. An empty body is a
+// request with every field unset. Unknown fields, trailing data and invalid
+// values are errors with CodeBadRequest, and a body over MaxRequestBytes is
+// CodeTooLarge.
+func DecodeSpawnRequest(body []byte) (SpawnRequest, error) {
+	var req SpawnRequest
+	if len(body) > MaxRequestBytes {
+		return req, Errorf(CodeTooLarge, "request body is over %d bytes", MaxRequestBytes)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return SpawnRequest{}, Errorf(CodeBadRequest, "malformed JSON: %s", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return SpawnRequest{}, Errorf(CodeBadRequest, "malformed JSON: data after the request object")
+	}
+	if err := req.Validate(); err != nil {
+		return SpawnRequest{}, err
+	}
+	return req, nil
+}
+
+// Validate checks every field against the documented bounds.
+func (r SpawnRequest) Validate() error {
+	if len(r.Key) > MaxKeyLength || !utf8.ValidString(r.Key) {
+		return Errorf(CodeBadRequest, "key: at most %d bytes of UTF-8", MaxKeyLength)
+	}
+	if len(r.RequestID) > MaxRequestID || !utf8.ValidString(r.RequestID) {
+		return Errorf(CodeBadRequest, "request_id: at most %d bytes of UTF-8", MaxRequestID)
+	}
+	if err := checkTimeout("idle_timeout_seconds", r.IdleTimeoutSeconds); err != nil {
+		return err
+	}
+	if err := checkTimeout("max_lifetime_seconds", r.MaxLifetimeSeconds); err != nil {
+		return err
+	}
+	if len(r.Env) > MaxMapEntries {
+		return Errorf(CodeBadRequest, "env: at most %d entries", MaxMapEntries)
+	}
+	for name, value := range r.Env {
+		if !envNamePattern.MatchString(name) || len(name) > 256 {
+			return Errorf(CodeBadRequest, "env: %q is not a valid variable name", name)
+		}
+		if reservedEnvNames[name] || strings.HasPrefix(name, "SPAWNER_") {
+			return Errorf(CodeBadRequest, "env: %q is reserved", name)
+		}
+		if len(value) > MaxValueLength || strings.ContainsRune(value, 0) {
+			return Errorf(CodeBadRequest, "env: value of %q is over %d bytes or holds NUL", name, MaxValueLength)
+		}
+	}
+	if len(r.Labels) > MaxMapEntries {
+		return Errorf(CodeBadRequest, "labels: at most %d entries", MaxMapEntries)
+	}
+	for k, v := range r.Labels {
+		if len(k) > 253 || !labelKeyPattern.MatchString(k) || strings.HasPrefix(k, LabelDomain) {
+			return Errorf(CodeBadRequest, "labels: %q is not a valid label key", k)
+		}
+		if len(v) > 63 || !labelValPattern.MatchString(v) {
+			return Errorf(CodeBadRequest, "labels: value %q of %q is not a valid label value", v, k)
+		}
+	}
+	return nil
+}
+
+func checkTimeout(name string, v int64) error {
+	if v < 0 || v > MaxTimeoutSeconds {
+		return Errorf(CodeBadRequest, "%s: want 0 (the default) to %d", name, MaxTimeoutSeconds)
+	}
+	return nil
+}
+
+// LabelDomain prefixes the labels Spawner sets itself; users may not set them.
+const LabelDomain = "spawner.dev/"
+
+// StopRequest asks the provisioner to end a session.
+type StopRequest struct {
+	SessionID string `json:"session_id"`
+	Reason    Reason `json:"reason"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// StopReply answers a StopRequest. Stopping an unknown or ended session
+// succeeds with Found false.
+type StopReply struct {
+	Found bool   `json:"found"`
+	Error *Error `json:"error,omitempty"`
+}

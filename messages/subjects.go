@@ -1,0 +1,81 @@
+// Package messages is Spawner's public contract on NATS: the subjects, the
+// request, reply and event types, and the session record. It imports nothing
+// but the standard library so that any Go program can speak to Spawner.
+package messages
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// DefaultPrefix is the subject prefix used when none is configured.
+const DefaultPrefix = "spawner"
+
+var prefixPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Subjects names every subject, stream and bucket of one installation. Two
+// installations with different prefixes can share one NATS without seeing
+// each other's traffic.
+type Subjects struct {
+	prefix string
+}
+
+// NewSubjects returns the names for prefix, which must be a single NATS token
+// of letters, digits, '_' or '-'.
+func NewSubjects(prefix string) (Subjects, error) {
+	if !prefixPattern.MatchString(prefix) {
+		return Subjects{}, fmt.Errorf("subject prefix %q: want 1-32 of [A-Za-z0-9_-]", prefix)
+	}
+	return Subjects{prefix: prefix}, nil
+}
+
+// Prefix returns the configured prefix.
+func (s Subjects) Prefix() string { return s.prefix }
+
+// Requested is the request-reply subject that spawns a session. The request
+// is a SpawnRequest; the reply is a SpawnReply.
+func (s Subjects) Requested() string { return s.prefix + ".session.requested" }
+
+// Stop is the request-reply subject that ends a session. The request is a
+// StopRequest; the reply is a StopReply. Only the provisioner serves it.
+func (s Subjects) Stop() string { return s.prefix + ".session.stop" }
+
+// Event returns the subject of one lifecycle event type, such as
+// "<prefix>.session.ready".
+func (s Subjects) Event(t EventType) string { return s.prefix + ".session." + string(t) }
+
+// Sessions matches every subject under "<prefix>.session.", including
+// requests, which is what an operator subscribes to.
+func (s Subjects) Sessions() string { return s.prefix + ".session.>" }
+
+// Heartbeat is the subject of one session's heartbeats.
+func (s Subjects) Heartbeat(sessionID string) string { return s.prefix + ".heartbeat." + sessionID }
+
+// Heartbeats matches every session's heartbeats.
+func (s Subjects) Heartbeats() string { return s.prefix + ".heartbeat.*" }
+
+// HeartbeatStream is the JetStream stream that keeps heartbeats for the reaper.
+func (s Subjects) HeartbeatStream() string { return s.prefix + "_heartbeats" }
+
+// EventStream is the JetStream stream that keeps lifecycle events, so that
+// dashboards can replay a session's history. It holds only event subjects,
+// never the request subjects, because a stream answers requests on the
+// subjects it captures.
+func (s Subjects) EventStream() string { return s.prefix + "_events" }
+
+// EventSubjects lists the subjects EventStream captures.
+func (s Subjects) EventSubjects() []string {
+	out := make([]string, 0, len(EventTypes))
+	for _, t := range EventTypes {
+		if t != EventRequested {
+			out = append(out, s.Event(t))
+		}
+	}
+	return out
+}
+
+// SessionBucket is the JetStream key-value bucket that holds session records.
+func (s Subjects) SessionBucket() string { return s.prefix + "_sessions" }
+
+// ReaperConsumer is the durable consumer name the reapers share.
+func (s Subjects) ReaperConsumer() string { return "reaper" }
