@@ -3,6 +3,10 @@ package messages
 import (
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"regexp"
 	"time"
 )
@@ -141,3 +145,26 @@ func NewSessionID() string {
 // ValidSessionID reports whether id has the shape NewSessionID produces, so
 // garbage is rejected before any lookup.
 func ValidSessionID(id string) bool { return len(id) == 26 && idPattern.MatchString(id) }
+
+// MaxStatusBytes bounds a /status answer; apps may return anything.
+const MaxStatusBytes = 64 << 10
+
+// DecodeAppStatus reads a /status document of at most MaxStatusBytes.
+// Unknown fields are allowed, because apps add their own.
+func DecodeAppStatus(r io.Reader) (AppStatus, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxStatusBytes+1))
+	if err != nil {
+		return AppStatus{}, fmt.Errorf("read /status: %w", err)
+	}
+	if len(data) > MaxStatusBytes {
+		return AppStatus{}, fmt.Errorf("/status is over %d bytes", MaxStatusBytes)
+	}
+	var st AppStatus
+	if err := json.Unmarshal(data, &st); err != nil {
+		return AppStatus{}, fmt.Errorf("/status is not the expected JSON: %w", err)
+	}
+	if st.ActiveConnections < 0 || st.SecondsInactive < 0 {
+		return AppStatus{}, errors.New("/status has negative counts")
+	}
+	return st, nil
+}

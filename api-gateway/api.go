@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/messages"
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type errorBody struct {
+	Error *messages.Error `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, e *messages.Error) {
+	if status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeJSON(w, status, errorBody{Error: e})
+}
+
+// httpStatus maps a reply's error code onto the HTTP status a client expects.
+func httpStatus(code messages.ErrorCode) int {
+	switch code {
+	case messages.CodeBadRequest:
+		return http.StatusBadRequest
+	case messages.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case messages.CodeNotFound:
+		return http.StatusNotFound
+	case messages.CodeTooMany:
+		return http.StatusTooManyRequests
+	case messages.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case messages.CodeTimeout:
+		return http.StatusGatewayTimeout
+	case messages.CodeSpawnFailed:
+		return http.StatusBadGateway
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func (g *Gateway) handleInit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, messages.MaxRequestBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeError(w, http.StatusRequestEntityTooLarge, messages.Errorf(messages.CodeTooLarge, "request body is over %d bytes", messages.MaxRequestBytes))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, messages.Errorf(messages.CodeBadRequest, "read body: %v", err))
+		return
+	}
+	req, err := messages.DecodeSpawnRequest(body)
+	if err != nil {
+		e := err.(*messages.Error)
+		writeError(w, httpStatus(e.Code), e)
+		return
+	}
+	rep, e := g.spawn(r.Context(), req)
+	if e != nil {
+		writeError(w, httpStatus(e.Code), e)
+		return
+	}
+	status := http.StatusOK
+	if rep.Created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, rep)
+}
+
+// spawn sends the request to the provisioners and waits a little longer
+// than their spawn timeout, so their own timeout answer arrives first.
+func (g *Gateway) spawn(ctx context.Context, req messages.SpawnRequest) (messages.SpawnReply, *messages.Error) {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeInternal, "encode request: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.SpawnTimeout+5*time.Second)
+	defer cancel()
+	msg, err := g.nc.RequestWithContext(ctx, g.subj.Requested(), data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "no provisioner is running")
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeTimeout, "no answer from a provisioner within %s", g.cfg.SpawnTimeout+5*time.Second)
+	case err != nil:
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "spawn request: %v", err)
+	}
+	var rep messages.SpawnReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeInternal, "undecodable reply: %v", err)
+	}
+	if rep.Error != nil {
+		return messages.SpawnReply{}, rep.Error
+	}
+	return rep, nil
+}
+
+// SessionView is a session as the API shows it: the record plus what the
+// newest heartbeat said.
+type SessionView struct {
+	messages.Session
+	ActiveConnections *int       `json:"active_connections,omitempty"`
+	SecondsInactive   *int64     `json:"seconds_inactive,omitempty"`
+	LastActivity      *time.Time `json:"last_activity,omitempty"`
+	LastProbe         *time.Time `json:"last_probe,omitempty"`
+	ProbeError        string     `json:"probe_error,omitempty"`
+}
+
+func (g *Gateway) view(s messages.Session) SessionView {
+	v := SessionView{Session: s}
+	if hb, ok := g.beats.get(s.ID); ok {
+		t := hb.Time
+		v.LastProbe = &t
+		if hb.OK {
+			n, idle := hb.ActiveConnections, hb.SecondsInactive
+			last := hb.Time.Add(-time.Duration(idle) * time.Second)
+			v.ActiveConnections, v.SecondsInactive, v.LastActivity = &n, &idle, &last
+		} else {
+			v.ProbeError = hb.Error
+		}
+	}
+	return v
+}
+
+func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
+	entries, err := g.reg.List(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
+		return
+	}
+	out := make([]SessionView, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, g.view(e.Session))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "count": len(out)})
+}
+
+func (g *Gateway) handleGet(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	entry, err := g.reg.Get(r.Context(), id)
+	if errors.Is(err, registry.ErrNotFound) {
+		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, g.view(entry.Session))
+}
+
+func (g *Gateway) handleDelete(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !messages.ValidSessionID(id) {
+		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
+		return
+	}
+	data, _ := json.Marshal(messages.StopRequest{SessionID: id, Reason: messages.ReasonDeleted, Detail: "deleted through the API"})
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	msg, err := g.nc.RequestWithContext(ctx, g.subj.Stop(), data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "no provisioner is running"))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusGatewayTimeout, messages.Errorf(messages.CodeTimeout, "stop request: %v", err))
+		return
+	}
+	var rep messages.StopReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		writeError(w, http.StatusInternalServerError, messages.Errorf(messages.CodeInternal, "undecodable reply: %v", err))
+		return
+	}
+	switch {
+	case rep.Error != nil:
+		writeError(w, httpStatus(rep.Error.Code), rep.Error)
+	case !rep.Found:
+		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
+	default:
+		g.routes.remove(id)
+		writeJSON(w, http.StatusOK, map[string]string{"session_id": id, "status": string(messages.StatusTerminated)})
+	}
+}
+
+// heartbeatCache keeps the newest heartbeat of each session for the API.
+type heartbeatCache struct {
+	mu    sync.Mutex
+	beats map[string]messages.Heartbeat
+}
+
+func newHeartbeatCache() *heartbeatCache {
+	return &heartbeatCache{beats: map[string]messages.Heartbeat{}}
+}
+
+func (c *heartbeatCache) record(msg *nats.Msg) {
+	var hb messages.Heartbeat
+	if json.Unmarshal(msg.Data, &hb) != nil || !messages.ValidSessionID(hb.SessionID) {
+		return
+	}
+	c.mu.Lock()
+	c.beats[hb.SessionID] = hb
+	c.mu.Unlock()
+}
+
+func (c *heartbeatCache) get(id string) (messages.Heartbeat, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hb, ok := c.beats[id]
+	return hb, ok
+}
+
+func (c *heartbeatCache) forget(id string) {
+	c.mu.Lock()
+	delete(c.beats, id)
+	c.mu.Unlock()
+}

@@ -1,0 +1,252 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+
+	gateway "github.com/spawnerhq/spawner/api-gateway"
+	"github.com/spawnerhq/spawner/internal/bus"
+	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/prober"
+	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/process"
+	"github.com/spawnerhq/spawner/reaper"
+)
+
+// Mode selects which components a process runs.
+type Mode string
+
+// The modes of the spawner binary that run components.
+const (
+	ModeAll         Mode = "all"
+	ModeGateway     Mode = "gateway"
+	ModeProvisioner Mode = "provisioner"
+	ModeProber      Mode = "prober"
+	ModeReaper      Mode = "reaper"
+)
+
+// Main is one Spawner process. Tests build it like the binary does and
+// read its addresses once Started is closed.
+type Main struct {
+	Config Config
+	Log    *slog.Logger
+	// DemoCommand is the app command used when none is configured.
+	DemoCommand string
+
+	started  chan struct{}
+	httpAddr string
+	natsURL  string
+}
+
+// NewMain returns a Main for cfg.
+func NewMain(cfg Config, log *slog.Logger) *Main {
+	return &Main{Config: cfg, Log: log, started: make(chan struct{})}
+}
+
+// Started is closed once every component is running.
+func (m *Main) Started() <-chan struct{} { return m.started }
+
+// HTTPAddr is the gateway's listening address, once started.
+func (m *Main) HTTPAddr() string { return m.httpAddr }
+
+// NATSURL is the URL of the NATS server in use, once started.
+func (m *Main) NATSURL() string { return m.natsURL }
+
+// Run runs mode's components until ctx is done, then shuts them down and
+// closes NATS last, because stopping sessions still needs it.
+func (m *Main) Run(ctx context.Context, mode Mode) error {
+	cfg := m.Config
+	var srv *server.Server
+	if mode == ModeAll && cfg.Bus.URL == "" {
+		var err error
+		srv, err = bus.RunEmbedded(bus.EmbeddedConfig{Listen: cfg.Bus.Listen, StoreDir: filepath.Join(cfg.Common.DataDir, "nats")})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		if srv.Addr() != nil {
+			m.natsURL = srv.ClientURL()
+			m.Log.Info("embedded nats listening", "url", m.natsURL)
+		}
+	}
+	if m.natsURL == "" {
+		m.natsURL = cfg.Bus.URL
+	}
+	nc, err := bus.Connect(cfg.Bus, "spawner-"+string(mode), srv, m.Log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	kv, err := ensure(ctx, js, cfg.Bus, m.Log)
+	if err != nil {
+		return err
+	}
+	reg := registry.New(kv)
+
+	var g run.Group
+	if mode == ModeAll || mode == ModeGateway {
+		if err := m.addGateway(ctx, &g, nc, reg); err != nil {
+			return err
+		}
+	}
+	if mode == ModeAll || mode == ModeProvisioner {
+		if err := m.addProvisioner(&g, nc, reg); err != nil {
+			return err
+		}
+	}
+	if mode == ModeAll || mode == ModeProber {
+		p, err := prober.New(cfg.Prober, nc, reg, time.Now, m.Log)
+		if err != nil {
+			return err
+		}
+		addActor(ctx, &g, p.Run)
+	}
+	if mode == ModeAll || mode == ModeReaper {
+		r, err := reaper.New(cfg.Reaper, js, nc, reg, time.Now, m.Log)
+		if err != nil {
+			return err
+		}
+		addActor(ctx, &g, r.Run)
+	}
+	addActor(ctx, &g, func(ctx context.Context) error {
+		close(m.started)
+		<-ctx.Done()
+		return nil
+	})
+	err = g.Run()
+	if dErr := nc.Drain(); dErr != nil && !errors.Is(dErr, nats.ErrConnectionClosed) {
+		m.Log.Warn("nats drain", "err", dErr)
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// ensure retries while NATS is not there yet, as in a compose stack that
+// starts every service at once.
+func ensure(ctx context.Context, js jetstream.JetStream, cfg bus.Config, log *slog.Logger) (jetstream.KeyValue, error) {
+	for attempt := 0; ; attempt++ {
+		attemptCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		kv, err := bus.Ensure(attemptCtx, js, cfg)
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if ctx.Err() != nil || attempt == 60 {
+			return nil, err
+		}
+		log.Warn("waiting for jetstream", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// addActor adds a component whose Run returns when its context ends.
+func addActor(parent context.Context, g *run.Group, fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(parent)
+	g.Add(func() error {
+		if err := fn(ctx); err != nil {
+			return err
+		}
+		return context.Canceled // Ending normally still ends the group.
+	}, func(error) { cancel() })
+}
+
+func (m *Main) addGateway(ctx context.Context, g *run.Group, nc *nats.Conn, reg *registry.Registry) error {
+	ln, err := net.Listen("tcp", m.Config.Gateway.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("gateway listen %s: %w", m.Config.Gateway.HTTPAddr, err)
+	}
+	m.httpAddr = ln.Addr().String()
+	if m.Config.Gateway.PublicURL == "" {
+		m.Config.Gateway.PublicURL = DefaultPublicURL(m.httpAddr)
+	}
+	if m.Config.Provisioner.PublicURL == "" {
+		m.Config.Provisioner.PublicURL = m.Config.Gateway.PublicURL
+	}
+	gw, err := gateway.New(m.Config.Gateway, nc, reg, m.Log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	addActor(ctx, g, func(ctx context.Context) error { return gw.Serve(ctx, ln) })
+	return nil
+}
+
+// DefaultPublicURL turns a listening address into the URL browsers use.
+func DefaultPublicURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func (m *Main) addProvisioner(g *run.Group, nc *nats.Conn, reg *registry.Registry) error {
+	cfg := m.Config.Provisioner
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = DefaultPublicURL(m.Config.Gateway.HTTPAddr)
+	}
+	backend, err := m.backend(cfg.Backend)
+	if err != nil {
+		return err
+	}
+	if cfg.Backend == "process" {
+		// A local process cannot outlive the provisioner that started it.
+		cfg.StopOnShutdown = true
+	}
+	p, err := provisioner.New(cfg, nc, reg, backend, m.Log)
+	if err != nil {
+		return err
+	}
+	addActor(context.Background(), g, p.Run)
+	return nil
+}
+
+func (m *Main) backend(name string) (provisioner.Backend, error) {
+	switch name {
+	case "process":
+		return process.New(m.Config.Process, m.demoCommand(), nil, m.Log)
+	default:
+		return nil, fmt.Errorf("backend %q: want process", name)
+	}
+}
+
+func (m *Main) demoCommand() string {
+	if m.DemoCommand != "" {
+		return m.DemoCommand
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return shellQuote(exe) + " demo"
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+

@@ -1,0 +1,81 @@
+// Package app wires Spawner's components into processes. The binary's
+// modes and the end-to-end tests run the same code, as benbjohnson/wtf's
+// Main does, so what the tests prove is what ships.
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/kelseyhightower/envconfig"
+
+	gateway "github.com/spawnerhq/spawner/api-gateway"
+	"github.com/spawnerhq/spawner/internal/bus"
+	"github.com/spawnerhq/spawner/prober"
+	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/process"
+	"github.com/spawnerhq/spawner/reaper"
+)
+
+// EnvPrefix starts every environment variable Spawner reads.
+const EnvPrefix = "SPAWNER"
+
+// Config is every setting of every component, each part read from the
+// environment by its own struct's tags.
+type Config struct {
+	Common      Common
+	Bus         bus.Config
+	Gateway     gateway.Config
+	Provisioner provisioner.Config
+	Process     process.Config
+	Prober      prober.Config
+	Reaper      reaper.Config
+}
+
+// Common holds the settings that belong to no single component.
+type Common struct {
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
+	// DataDir holds the embedded NATS server's JetStream files.
+	DataDir string `envconfig:"DATA_DIR" default:".spawner"`
+}
+
+// LoadConfig reads the environment into a Config.
+func LoadConfig() (Config, error) {
+	var c Config
+	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Prober, &c.Reaper} {
+		if err := envconfig.Process(EnvPrefix, part); err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// NewLogger builds the process's logger from Common.
+func NewLogger(c Common) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", c.LogLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(c.LogFormat) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", c.LogFormat)
+	}
+}
+
+// Usage describes every variable for the help text.
+func Usage() string {
+	var b strings.Builder
+	var c Config
+	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Prober, &c.Reaper} {
+		_ = envconfig.Usagef(EnvPrefix, part, &b, "  {{range .}}{{usage_key .}}\t{{usage_default .}}\n{{end}}")
+	}
+	return b.String()
+}

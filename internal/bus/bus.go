@@ -1,0 +1,205 @@
+// Package bus is Spawner's NATS plumbing: connecting with credentials and
+// TLS, running the embedded server, and creating the streams and the bucket
+// every component relies on.
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spawnerhq/spawner/messages"
+)
+
+// Config holds how to reach NATS and how to lay out Spawner's state on it.
+type Config struct {
+	// URL of an external NATS; empty runs the embedded server.
+	URL string `envconfig:"NATS_URL"`
+	// Listen is the embedded server's TCP address, so other services and the
+	// nats CLI can reach it. "off" keeps it in-process only.
+	Listen string `envconfig:"NATS_LISTEN" default:"127.0.0.1:4222"`
+	// Prefix starts every subject, stream and bucket name.
+	Prefix string `envconfig:"PREFIX" default:"spawner"`
+	// Replicas for streams and the bucket; use 3 on a NATS cluster.
+	Replicas int `envconfig:"NATS_REPLICAS" default:"1"`
+	// Memory keeps streams in memory instead of on disk (tests, benchmarks).
+	Memory bool `envconfig:"NATS_MEMORY_STORAGE"`
+
+	Creds    string `envconfig:"NATS_CREDS"`
+	NKeyFile string `envconfig:"NATS_NKEY"`
+	User     string `envconfig:"NATS_USER"`
+	Password string `envconfig:"NATS_PASSWORD"`
+	TLSCA    string `envconfig:"NATS_TLS_CA"`
+	TLSCert  string `envconfig:"NATS_TLS_CERT"`
+	TLSKey   string `envconfig:"NATS_TLS_KEY"`
+}
+
+// Subjects returns the names for cfg's prefix.
+func (c Config) Subjects() (messages.Subjects, error) { return messages.NewSubjects(c.Prefix) }
+
+// Connect dials NATS: the in-process server when srv is not nil, else cfg.URL.
+// It retries while the server is away, so that a restarted NATS is rejoined
+// without restarting Spawner.
+func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(10 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("nats async error", "subject", subject, "err", err)
+		}),
+	}
+	url := cfg.URL
+	if srv != nil {
+		opts = append(opts, nats.InProcessServer(srv))
+		url = ""
+	} else if url == "" {
+		return nil, errors.New("connect nats: no URL and no embedded server")
+	}
+	auth, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, auth...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", redact(url), err)
+	}
+	return nc, nil
+}
+
+func authOptions(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey %s: %w", cfg.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.TLSCA != "" || cfg.TLSCert != "" {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	return opts, nil
+}
+
+func tlsConfig(cfg Config) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("nats tls ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("nats tls ca %s: no certificate found", cfg.TLSCA)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("nats tls client cert: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// redact drops user info from a URL list so passwords never reach a log.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		} else {
+			parts[i] = "<unparsable url>"
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Ensure creates or updates the heartbeat and event streams and the session
+// bucket. Every component calls it at start, so any of them may come up first.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
+	subj, err := cfg.Subjects()
+	if err != nil {
+		return nil, err
+	}
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	replicas := max(cfg.Replicas, 1)
+	// A few heartbeats per session are enough: the reaper only needs the
+	// newest, and the per-subject limit keeps the stream small at any scale.
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              subj.HeartbeatStream(),
+		Subjects:          []string{subj.Heartbeats()},
+		Storage:           storage,
+		Replicas:          replicas,
+		MaxMsgsPerSubject: 3,
+		MaxAge:            10 * time.Minute,
+		Discard:           jetstream.DiscardOld,
+		Duplicates:        time.Minute,
+	}); err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", subj.HeartbeatStream(), err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:     subj.EventStream(),
+		Subjects: subj.EventSubjects(),
+		Storage:  storage,
+		Replicas: replicas,
+		MaxAge:   24 * time.Hour,
+		MaxMsgs:  1_000_000,
+		MaxBytes: 512 << 20,
+		Discard:  jetstream.DiscardOld,
+		NoAck:    true,
+	}); err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", subj.EventStream(), err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      subj.SessionBucket(),
+		Description: "Spawner session records",
+		History:     1,
+		Storage:     storage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure bucket %s: %w", subj.SessionBucket(), err)
+	}
+	return kv, nil
+}

@@ -1,0 +1,61 @@
+package bus
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedConfig configures the in-process NATS server of the all-in-one mode.
+type EmbeddedConfig struct {
+	// Listen is host:port for clients, "" or "off" for in-process only, and
+	// port -1 for a random port (tests).
+	Listen string
+	// StoreDir holds JetStream's files; empty keeps JetStream in memory only.
+	StoreDir string
+}
+
+// RunEmbedded starts a nats-server with JetStream inside this process and
+// waits until it accepts connections.
+func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName:         "spawner-embedded",
+		JetStream:          true,
+		NoSigs:             true,
+		NoLog:              true,
+		MaxPayload:         4 << 20,
+		JetStreamMaxMemory: 1 << 30,
+	}
+	if cfg.StoreDir != "" {
+		opts.StoreDir = filepath.Join(cfg.StoreDir, "jetstream")
+	} else {
+		opts.StoreDir = ""
+	}
+	if cfg.Listen == "" || cfg.Listen == "off" {
+		opts.DontListen = true
+	} else {
+		host, portStr, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen address %q: %w", cfg.Listen, err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen port %q: %w", portStr, err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready within 10s (is %s in use?)", cfg.Listen)
+	}
+	return srv, nil
+}

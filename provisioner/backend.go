@@ -1,0 +1,50 @@
+package provisioner
+
+import (
+	"context"
+
+	"github.com/spawnerhq/spawner/messages"
+)
+
+// Backend runs session instances: processes, pods or containers. Only the
+// provisioner calls it, so every start and stop takes the same path.
+type Backend interface {
+	// Run does the backend's background work (informers, child reaping)
+	// until ctx is done, and reports instances that end on their own.
+	Run(ctx context.Context, exits chan<- Exit) error
+	// Start creates the session's instance and returns once it serves, or
+	// an error after cleaning up what it created.
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Stop ends the session's instance. It succeeds for a missing instance
+	// and is safe to call twice.
+	Stop(ctx context.Context, sessionID string) error
+	// List returns every instance the backend manages, for reconciliation.
+	List(ctx context.Context) ([]Instance, error)
+}
+
+// Spec is what a backend needs to start one session.
+type Spec struct {
+	SessionID string
+	// URL is the session's public URL, handed to the app.
+	URL    string
+	Env    map[string]string
+	Labels map[string]string
+}
+
+// Instance is a running session as the backend sees it.
+type Instance struct {
+	SessionID string
+	// Upstream is the host:port the proxy forwards to.
+	Upstream string
+	// StatusURL is what the prober polls for activity.
+	StatusURL string
+	// Handle names the instance in the backend: a pid, a pod, a container.
+	Handle string
+}
+
+// Exit reports an instance that ended without being asked to.
+type Exit struct {
+	SessionID string
+	Reason    messages.Reason
+	Detail    string
+}

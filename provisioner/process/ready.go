@@ -1,0 +1,151 @@
+package process
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/spawnerhq/spawner/messages"
+)
+
+type readinessClient struct {
+	http *http.Client
+}
+
+func newReadinessClient() readinessClient {
+	return readinessClient{http: &http.Client{
+		Timeout: 2 * time.Second,
+		Transport: &http.Transport{
+			// Each probe targets a new port, so pooling would only keep
+			// connections that count as activity in the app's TCP table.
+			DisableKeepAlives: true,
+			Proxy:             nil,
+		},
+	}}
+}
+
+// backoff starts small because most apps are up within milliseconds, and
+// grows so that a slow app is not hammered.
+func backoff(attempt int) time.Duration {
+	d := time.Millisecond << min(attempt, 6)
+	return min(d, 50*time.Millisecond)
+}
+
+// awaitStatus polls the app's /status until it says listening, the app
+// exits, or ctx ends.
+func (c readinessClient) awaitStatus(ctx context.Context, done <-chan struct{}, url string) error {
+	var last error
+	for attempt := 0; ; attempt++ {
+		ok, err := c.status(ctx, url)
+		if ok {
+			return nil
+		}
+		last = err
+		select {
+		case <-done:
+			return errors.New("the app exited before it was ready")
+		case <-ctx.Done():
+			if last == nil {
+				last = errors.New("/status did not report listening")
+			}
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func (c readinessClient) status(ctx context.Context, url string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("/status answered %s", resp.Status)
+	}
+	var st messages.AppStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st); err != nil {
+		return false, fmt.Errorf("/status: %w", err)
+	}
+	return st.Listening, nil
+}
+
+// awaitListening waits until the app accepts TCP connections, for apps
+// that serve no /status.
+func (c readinessClient) awaitListening(ctx context.Context, done <-chan struct{}, addr string) error {
+	var d net.Dialer
+	for attempt := 0; ; attempt++ {
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			_ = conn.Close()
+			return nil
+		}
+		select {
+		case <-done:
+			return errors.New("the app exited before it was listening")
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+// pipeOutput logs each line the app writes, tagged with its session. It
+// uses OS pipes rather than exec's, so that reading ends at EOF, when the
+// last process holding them is gone, and not when the shell is reaped. The
+// returned function closes the parent's write ends and must run after Start.
+func pipeOutput(cmd *exec.Cmd, log *slog.Logger) (func(), error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	go logLines(outR, "stdout", log)
+	go logLines(errR, "stderr", log)
+	return func() {
+		outW.Close()
+		errW.Close()
+	}, nil
+}
+
+func logLines(r io.ReadCloser, stream string, log *slog.Logger) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 16<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			// A line longer than the buffer is logged in pieces rather than
+			// held in memory without bound.
+			log.Info("app output", "stream", stream, "line", string(trimNewline(line)))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,208 @@
+// Package provisioner is Spawner's worker pool. Its replicas share the spawn
+// and stop requests through NATS queue groups, start and stop instances
+// through a Backend, and keep the session registry true to the backend.
+package provisioner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/messages"
+)
+
+// Config holds the provisioner's settings.
+type Config struct {
+	Prefix string `envconfig:"PREFIX" default:"spawner"`
+	// Backend names the backend, recorded in every session.
+	Backend string `envconfig:"BACKEND" default:"process"`
+	// Name identifies this provisioner; it owns the sessions it starts. A
+	// stable name lets a restarted provisioner adopt its old records.
+	Name string `envconfig:"PROVISIONER_NAME"`
+	// PublicURL is the base of session URLs: <PublicURL>/p/<id>/.
+	PublicURL    string        `envconfig:"PUBLIC_URL"`
+	Concurrency  int           `envconfig:"SPAWN_CONCURRENCY" default:"64"`
+	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
+	IdleTimeout  time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m"`
+	MaxLifetime  time.Duration `envconfig:"MAX_LIFETIME" default:"0"`
+	MaxSessions  int           `envconfig:"MAX_SESSIONS" default:"0"`
+	Reconcile    time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
+	// StopOnShutdown stops this provisioner's sessions when it exits. It
+	// is right for the process backend, whose sessions cannot outlive it.
+	StopOnShutdown bool `envconfig:"STOP_ON_SHUTDOWN"`
+}
+
+// Provisioner serves spawn and stop requests.
+type Provisioner struct {
+	cfg     Config
+	nc      *nats.Conn
+	reg     *registry.Registry
+	backend Backend
+	log     *slog.Logger
+	subj    messages.Subjects
+	now     func() time.Time
+
+	mu       sync.Mutex
+	inflight map[string]bool
+}
+
+// New builds a provisioner; Run starts it.
+func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log *slog.Logger) (*Provisioner, error) {
+	subj, err := messages.NewSubjects(cfg.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = host
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.SpawnTimeout <= 0 {
+		return nil, fmt.Errorf("spawn timeout must be positive, got %s", cfg.SpawnTimeout)
+	}
+	if cfg.Reconcile <= 0 {
+		cfg.Reconcile = 30 * time.Second
+	}
+	return &Provisioner{
+		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
+		log: log.With("component", "provisioner"), now: time.Now,
+		inflight: map[string]bool{},
+	}, nil
+}
+
+// Run serves requests until ctx is done, then stops taking work, lets the
+// spawns in flight finish or roll back, and returns nil.
+func (p *Provisioner) Run(ctx context.Context) error {
+	exits := make(chan Exit, 64)
+	backendCtx, stopBackend := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackend()
+	backendDone := make(chan error, 1)
+	go func() { backendDone <- p.backend.Run(backendCtx, exits) }()
+
+	spawns := make(chan *nats.Msg, p.cfg.Concurrency*4)
+	spawnSub, err := p.nc.ChanQueueSubscribe(p.subj.Requested(), "provisioner", spawns)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", p.subj.Requested(), err)
+	}
+	stops := make(chan *nats.Msg, 256)
+	stopSub, err := p.nc.ChanQueueSubscribe(p.subj.Stop(), "provisioner", stops)
+	if err != nil {
+		_ = spawnSub.Unsubscribe()
+		return fmt.Errorf("subscribe %s: %w", p.subj.Stop(), err)
+	}
+	// Requests carry no deadline of their own; work outlives ctx so that a
+	// spawn in flight at shutdown ends in ready or rolled back, never half.
+	work := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for range p.cfg.Concurrency {
+		wg.Go(func() {
+			for msg := range spawns {
+				p.handleSpawn(work, msg)
+			}
+		})
+	}
+	for range 8 {
+		wg.Go(func() {
+			for msg := range stops {
+				p.handleStop(work, msg)
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-exits:
+				p.log.Info("instance ended", "session_id", e.SessionID, "reason", e.Reason, "detail", e.Detail)
+				if _, err := p.Stop(work, e.SessionID, e.Reason, e.Detail); err != nil {
+					p.log.Error("stop ended instance", "session_id", e.SessionID, "err", err)
+				}
+			}
+		}
+	})
+	wg.Go(func() { p.reconcileLoop(ctx) })
+	p.log.Info("provisioner started", "name", p.cfg.Name, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
+
+	<-ctx.Done()
+	// Drain delivers what is buffered and then closes the channels, so the
+	// workers finish the requests they already accepted.
+	_ = spawnSub.Drain()
+	_ = stopSub.Drain()
+	waitDrained(spawnSub)
+	waitDrained(stopSub)
+	close(spawns)
+	close(stops)
+	wg.Wait()
+	if p.cfg.StopOnShutdown {
+		p.stopOwned(work)
+	}
+	stopBackend()
+	<-backendDone
+	p.log.Info("provisioner stopped")
+	return nil
+}
+
+func waitDrained(sub *nats.Subscription) {
+	deadline := time.Now().Add(5 * time.Second)
+	for sub.IsValid() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stopOwned ends every session this provisioner started.
+func (p *Provisioner) stopOwned(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	entries, err := p.reg.List(ctx)
+	if err != nil {
+		p.log.Error("list sessions at shutdown", "err", err)
+		return
+	}
+	var wg sync.WaitGroup
+	for _, e := range entries {
+		if e.Session.Owner != p.cfg.Name {
+			continue
+		}
+		wg.Go(func() {
+			if _, err := p.Stop(ctx, e.Session.ID, messages.ReasonShutdown, "provisioner shutting down"); err != nil {
+				p.log.Error("stop at shutdown", "session_id", e.Session.ID, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (p *Provisioner) emit(ev messages.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = p.now().UTC()
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		p.log.Error("encode event", "type", ev.Type, "err", err)
+		return
+	}
+	if err := p.nc.Publish(p.subj.Event(ev.Type), data); err != nil {
+		p.log.Error("publish event", "type", ev.Type, "session_id", ev.SessionID, "err", err)
+	}
+}
+
+func reply(msg *nats.Msg, v any) {
+	if msg.Reply == "" {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	_ = msg.Respond(data)
+}

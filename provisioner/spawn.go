@@ -1,0 +1,192 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/messages"
+)
+
+func (p *Provisioner) handleSpawn(ctx context.Context, msg *nats.Msg) {
+	req, err := messages.DecodeSpawnRequest(msg.Data)
+	if err != nil {
+		reply(msg, messages.SpawnReply{Error: asError(err)})
+		return
+	}
+	rep, err := p.Spawn(ctx, req)
+	if err != nil {
+		rep = messages.SpawnReply{Error: asError(err)}
+	}
+	reply(msg, rep)
+}
+
+func asError(err error) *messages.Error {
+	var e *messages.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &messages.Error{Code: messages.CodeInternal, Message: err.Error()}
+}
+
+// Spawn creates a session, or returns the live session bound to req.Key.
+func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (messages.SpawnReply, error) {
+	if err := req.Validate(); err != nil {
+		return messages.SpawnReply{}, err
+	}
+	id := messages.NewSessionID()
+	if req.Key != "" {
+		for attempt := 0; ; attempt++ {
+			bound, err := p.reg.ClaimKey(ctx, req.Key, id)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, registry.ErrExists) || attempt == 3 {
+				return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "claim key: %v", err)
+			}
+			rep, ok, err := p.existing(ctx, req.Key, bound)
+			if err != nil || ok {
+				return rep, err
+			}
+		}
+	}
+	if err := p.checkCapacity(ctx); err != nil {
+		_ = p.reg.ReleaseKey(ctx, req.Key, id)
+		return messages.SpawnReply{}, err
+	}
+	return p.create(ctx, id, req)
+}
+
+// existing answers with the session already bound to key. It reports false
+// when the binding is stale (the session ended), after releasing it.
+func (p *Provisioner) existing(ctx context.Context, key, id string) (messages.SpawnReply, bool, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, p.cfg.SpawnTimeout+5*time.Second)
+	defer cancel()
+	s, err := p.reg.Await(waitCtx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return messages.SpawnReply{}, false, p.reg.ReleaseKey(ctx, key, id)
+	}
+	if err != nil {
+		return messages.SpawnReply{}, false, messages.Errorf(messages.CodeTimeout, "wait for session %s: %v", id, err)
+	}
+	if s.Status != messages.StatusReady {
+		// Stopping: the key frees up once it is gone, so wait for that.
+		return messages.SpawnReply{}, false, p.awaitGone(waitCtx, key, id)
+	}
+	return messages.SpawnReply{SessionID: s.ID, URL: s.URL, Status: s.Status, Key: key}, true, nil
+}
+
+func (p *Provisioner) awaitGone(ctx context.Context, key, id string) error {
+	for {
+		if _, err := p.reg.Get(ctx, id); errors.Is(err, registry.ErrNotFound) {
+			return p.reg.ReleaseKey(ctx, key, id)
+		}
+		select {
+		case <-ctx.Done():
+			return messages.Errorf(messages.CodeTimeout, "session %s with this key is still stopping", id)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (p *Provisioner) checkCapacity(ctx context.Context) error {
+	if p.cfg.MaxSessions <= 0 {
+		return nil
+	}
+	n, err := p.reg.Count(ctx)
+	if err != nil {
+		return messages.Errorf(messages.CodeUnavailable, "count sessions: %v", err)
+	}
+	if n >= p.cfg.MaxSessions {
+		return messages.Errorf(messages.CodeTooMany, "%d live sessions, the limit is %d", n, p.cfg.MaxSessions)
+	}
+	return nil
+}
+
+func (p *Provisioner) sessionURL(id string) string {
+	return strings.TrimRight(p.cfg.PublicURL, "/") + "/p/" + id + "/"
+}
+
+func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest) (messages.SpawnReply, error) {
+	start := p.now()
+	p.track(id, true)
+	defer p.track(id, false)
+	s := messages.Session{
+		ID: id, Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
+		URL: p.sessionURL(id), Labels: req.Labels, Backend: p.cfg.Backend, Owner: p.cfg.Name,
+		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.cfg.IdleTimeout),
+		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.cfg.MaxLifetime),
+		CreatedAt:          start.UTC(),
+	}
+	rev, err := p.reg.Create(ctx, s)
+	if err != nil {
+		_ = p.reg.ReleaseKey(ctx, req.Key, id)
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "%v", err)
+	}
+	log := p.log.With("session_id", id)
+	p.emit(messages.Event{Type: messages.EventCreating, SessionID: id, RequestID: req.RequestID, Key: req.Key,
+		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels})
+
+	startCtx, cancel := context.WithTimeout(ctx, p.cfg.SpawnTimeout)
+	inst, err := p.backend.Start(startCtx, Spec{SessionID: id, URL: s.URL, Env: req.Env, Labels: req.Labels})
+	timedOut := startCtx.Err() != nil
+	cancel()
+	if err != nil {
+		if timedOut {
+			err = fmt.Errorf("not ready within the spawn timeout of %s: %w", p.cfg.SpawnTimeout, err)
+		}
+		log.Warn("spawn failed", "err", err)
+		p.rollback(ctx, s, rev, err, start)
+		code := messages.CodeSpawnFailed
+		if timedOut {
+			code = messages.CodeTimeout
+		}
+		return messages.SpawnReply{}, messages.Errorf(code, "session %s: %v", id, err)
+	}
+	s.Status, s.Upstream, s.StatusURL, s.ReadyAt = messages.StatusReady, inst.Upstream, inst.StatusURL, p.now().UTC()
+	if _, err := p.reg.Update(ctx, s, rev); err != nil {
+		// A stop arrived while we were starting; it wins.
+		err = fmt.Errorf("stopped while starting: %w", err)
+		log.Info("spawn cancelled", "err", err)
+		p.rollback(ctx, s, 0, err, start)
+		return messages.SpawnReply{}, messages.Errorf(messages.CodeSpawnFailed, "session %s: %v", id, err)
+	}
+	took := p.now().Sub(start)
+	log.Info("session ready", "upstream", inst.Upstream, "took", took)
+	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, RequestID: req.RequestID, Key: req.Key,
+		URL: s.URL, Upstream: s.Upstream, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels,
+		SpawnSeconds: took.Seconds()})
+	return messages.SpawnReply{SessionID: id, URL: s.URL, Status: s.Status, Created: true, Key: req.Key}, nil
+}
+
+// rollback undoes a failed spawn: the instance, the record and the key.
+func (p *Provisioner) rollback(ctx context.Context, s messages.Session, rev uint64, cause error, start time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.backend.Stop(ctx, s.ID); err != nil {
+		// The record stays, so reconciliation retries the stop.
+		p.log.Error("roll back instance", "session_id", s.ID, "err", err)
+		return
+	}
+	if err := p.reg.Delete(ctx, s.ID, rev); err != nil {
+		p.log.Error("roll back record", "session_id", s.ID, "err", err)
+	}
+	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
+		p.log.Error("roll back key", "session_id", s.ID, "err", err)
+	}
+	p.emit(messages.Event{Type: messages.EventFailed, SessionID: s.ID, RequestID: s.RequestID, Key: s.Key,
+		Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: messages.ReasonFailed,
+		Error: cause.Error(), SpawnSeconds: p.now().Sub(start).Seconds()})
+}
+
+func seconds(requested int64, fallback time.Duration) int64 {
+	if requested > 0 {
+		return requested
+	}
+	return int64(fallback / time.Second)
+}

@@ -1,0 +1,123 @@
+package provisioner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/messages"
+)
+
+func (p *Provisioner) handleStop(ctx context.Context, msg *nats.Msg) {
+	var req messages.StopRequest
+	if err := json.Unmarshal(msg.Data, &req); err != nil || !messages.ValidSessionID(req.SessionID) {
+		reply(msg, messages.StopReply{Error: messages.Errorf(messages.CodeBadRequest, "want {\"session_id\":<id>,\"reason\":...}")})
+		return
+	}
+	if req.Reason == "" {
+		req.Reason = messages.ReasonDeleted
+	}
+	found, err := p.Stop(ctx, req.SessionID, req.Reason, req.Detail)
+	if err != nil {
+		p.log.Error("stop session", "session_id", req.SessionID, "err", err)
+		reply(msg, messages.StopReply{Found: found, Error: asError(err)})
+		return
+	}
+	reply(msg, messages.StopReply{Found: found})
+}
+
+// Stop ends a session: it marks the record stopping, stops the instance,
+// removes the record and its key, and publishes terminated. Stopping an
+// unknown or ended session is a successful no-op that reports false.
+func (p *Provisioner) Stop(ctx context.Context, id string, reason messages.Reason, detail string) (bool, error) {
+	for {
+		entry, err := p.reg.Get(ctx, id)
+		if errors.Is(err, registry.ErrNotFound) {
+			// No record, but an instance may still exist from a crash; the
+			// backend's stop is idempotent, so clean up regardless.
+			return false, p.backend.Stop(ctx, id)
+		}
+		if err != nil {
+			return false, messages.Errorf(messages.CodeUnavailable, "%v", err)
+		}
+		s := entry.Session
+		switch s.Status {
+		case messages.StatusStopping:
+			if p.now().Sub(s.StoppingAt) < p.cfg.SpawnTimeout {
+				return true, nil // Another stop is in progress and owns the outcome.
+			}
+			// That stop died with its provisioner; finish it.
+		case messages.StatusCreating:
+			if p.abandoned(s) {
+				break
+			}
+			// The spawn in flight sees this when it tries to mark the record
+			// ready, and rolls back; stopping the instance here would race
+			// with its start.
+			s.Status, s.StoppingAt, s.StopReason = messages.StatusStopping, p.now().UTC(), reason
+			if _, err := p.reg.Update(ctx, s, entry.Revision); errors.Is(err, registry.ErrConflict) {
+				continue
+			} else if err != nil {
+				return true, messages.Errorf(messages.CodeUnavailable, "%v", err)
+			}
+			return true, nil
+		}
+		if s.Status != messages.StatusStopping {
+			s.Status, s.StoppingAt, s.StopReason = messages.StatusStopping, p.now().UTC(), reason
+			rev, err := p.reg.Update(ctx, s, entry.Revision)
+			if errors.Is(err, registry.ErrConflict) {
+				continue // Someone else changed it; look again.
+			}
+			if err != nil {
+				return true, messages.Errorf(messages.CodeUnavailable, "%v", err)
+			}
+			entry.Revision = rev
+			p.emit(messages.Event{Type: messages.EventStopping, SessionID: id, Key: s.Key, RequestID: s.RequestID,
+				Backend: s.Backend, Owner: s.Owner, Reason: reason})
+		}
+		return true, p.finishStop(ctx, s, entry.Revision, reason, detail)
+	}
+}
+
+func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev uint64, reason messages.Reason, detail string) error {
+	if err := p.backend.Stop(ctx, s.ID); err != nil {
+		return fmt.Errorf("stop instance of %s: %w", s.ID, err)
+	}
+	if err := p.reg.Delete(ctx, s.ID, rev); err != nil && !errors.Is(err, registry.ErrConflict) {
+		return err
+	}
+	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
+		p.log.Error("release key", "session_id", s.ID, "err", err)
+	}
+	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
+	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, Key: s.Key, RequestID: s.RequestID,
+		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
+		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
+	return nil
+}
+
+// abandoned reports a creating record whose spawn can no longer finish: it
+// is past the spawn timeout and no spawn in this process is working on it.
+func (p *Provisioner) abandoned(s messages.Session) bool {
+	if p.now().Sub(s.CreatedAt) < p.cfg.SpawnTimeout+30*time.Second {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.inflight[s.ID]
+}
+
+func (p *Provisioner) track(id string, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on {
+		p.inflight[id] = true
+	} else {
+		delete(p.inflight, id)
+	}
+}

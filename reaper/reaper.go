@@ -1,0 +1,222 @@
+// Package reaper ends sessions that are idle, past their lifetime, or whose
+// probes keep failing. It reads heartbeats through a durable JetStream
+// consumer and asks the provisioner to stop, acking only once the stop
+// was accepted, so a crash between the two only causes a harmless retry.
+package reaper
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/messages"
+)
+
+// Config holds the reaper's settings.
+type Config struct {
+	Prefix string `envconfig:"PREFIX" default:"spawner"`
+	// FailureGrace is how long probes may fail before the session ends.
+	FailureGrace time.Duration `envconfig:"PROBE_FAILURE_GRACE" default:"30s"`
+	// Sweep is how often records are checked for their lifetime, which
+	// must end sessions even when no heartbeat arrives.
+	Sweep       time.Duration `envconfig:"LIFETIME_SWEEP" default:"15s"`
+	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"30s"`
+	Concurrency int           `envconfig:"REAP_CONCURRENCY" default:"64"`
+}
+
+// Reaper decides when sessions end.
+type Reaper struct {
+	cfg  Config
+	js   jetstream.JetStream
+	nc   *nats.Conn
+	reg  *registry.Registry
+	now  func() time.Time
+	log  *slog.Logger
+	subj messages.Subjects
+
+	mu       sync.Mutex
+	stopping map[string]bool
+}
+
+// New builds a reaper; now is its clock.
+func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Registry, now func() time.Time, log *slog.Logger) (*Reaper, error) {
+	subj, err := messages.NewSubjects(cfg.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.Sweep <= 0 {
+		cfg.Sweep = 15 * time.Second
+	}
+	cfg.Concurrency = max(cfg.Concurrency, 1)
+	return &Reaper{cfg: cfg, js: js, nc: nc, reg: reg, now: now, subj: subj,
+		log: log.With("component", "reaper"), stopping: map[string]bool{}}, nil
+}
+
+// Run consumes heartbeats until ctx is done and returns nil then.
+func (r *Reaper) Run(ctx context.Context) error {
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, r.subj.HeartbeatStream(), jetstream.ConsumerConfig{
+		Durable:       r.subj.ReaperConsumer(),
+		Description:   "Spawner reapers share this consumer",
+		FilterSubject: r.subj.Heartbeats(),
+		// The newest heartbeat of each session is all that matters when a
+		// reaper first starts.
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           r.cfg.StopTimeout + 5*time.Second,
+		MaxDeliver:        -1,
+		MaxAckPending:     20000,
+		InactiveThreshold: 0,
+	})
+	if err != nil {
+		return fmt.Errorf("reaper consumer: %w", err)
+	}
+	sem := make(chan struct{}, r.cfg.Concurrency)
+	var wg sync.WaitGroup
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r.handle(ctx, msg)
+		})
+	}, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("consume heartbeats: %w", err)
+	}
+	r.log.Info("reaper started")
+	t := time.NewTicker(r.cfg.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cc.Stop()
+			wg.Wait()
+			return nil
+		case <-t.C:
+			r.sweep(ctx)
+		}
+	}
+}
+
+func (r *Reaper) handle(ctx context.Context, msg jetstream.Msg) {
+	var hb messages.Heartbeat
+	if err := json.Unmarshal(msg.Data(), &hb); err != nil || !messages.ValidSessionID(hb.SessionID) {
+		r.log.Warn("dropping undecodable heartbeat", "subject", msg.Subject())
+		_ = msg.Term()
+		return
+	}
+	entry, err := r.reg.Get(ctx, hb.SessionID)
+	if errors.Is(err, registry.ErrNotFound) {
+		_ = msg.Ack()
+		return
+	}
+	if err != nil {
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	reason, detail := r.decide(entry.Session, hb)
+	if reason == "" {
+		_ = msg.Ack()
+		return
+	}
+	if err := r.stop(ctx, hb.SessionID, reason, detail); err != nil {
+		if ctx.Err() == nil {
+			r.log.Error("stop", "session_id", hb.SessionID, "reason", reason, "err", err)
+		}
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// decide returns why the session must end, or "" if it lives on.
+func (r *Reaper) decide(s messages.Session, hb messages.Heartbeat) (messages.Reason, string) {
+	if s.Status != messages.StatusReady {
+		return "", ""
+	}
+	now := r.now()
+	if reason, detail := r.expired(s, now); reason != "" {
+		return reason, detail
+	}
+	if hb.OK && s.IdleTimeoutSeconds > 0 && hb.SecondsInactive >= s.IdleTimeoutSeconds {
+		return messages.ReasonIdle, fmt.Sprintf("inactive for %ds, the limit is %ds", hb.SecondsInactive, s.IdleTimeoutSeconds)
+	}
+	if !hb.OK && !hb.FailingSince.IsZero() && now.Sub(hb.FailingSince) >= r.cfg.FailureGrace {
+		return messages.ReasonUnhealthy, fmt.Sprintf("probes failing since %s: %s", hb.FailingSince.Format(time.RFC3339), hb.Error)
+	}
+	return "", ""
+}
+
+func (r *Reaper) expired(s messages.Session, now time.Time) (messages.Reason, string) {
+	if s.MaxLifetimeSeconds > 0 && now.Sub(s.CreatedAt) >= time.Duration(s.MaxLifetimeSeconds)*time.Second {
+		return messages.ReasonLifetime, fmt.Sprintf("lived past its maximum of %ds", s.MaxLifetimeSeconds)
+	}
+	return "", ""
+}
+
+func (r *Reaper) sweep(ctx context.Context) {
+	entries, err := r.reg.List(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("lifetime sweep", "err", err)
+		}
+		return
+	}
+	now := r.now()
+	for _, e := range entries {
+		if e.Session.Status != messages.StatusReady {
+			continue
+		}
+		if reason, detail := r.expired(e.Session, now); reason != "" {
+			go func() {
+				if err := r.stop(ctx, e.Session.ID, reason, detail); err != nil && ctx.Err() == nil {
+					r.log.Error("stop", "session_id", e.Session.ID, "reason", reason, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+// stop asks the provisioners to end the session. Duplicate heartbeats for
+// a session already being stopped here wait for nothing: the provisioner's
+// stop is idempotent, so they can be acked at once.
+func (r *Reaper) stop(ctx context.Context, id string, reason messages.Reason, detail string) error {
+	r.mu.Lock()
+	if r.stopping[id] {
+		r.mu.Unlock()
+		return nil
+	}
+	r.stopping[id] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.stopping, id)
+		r.mu.Unlock()
+	}()
+	r.log.Info("reaping", "session_id", id, "reason", reason, "detail", detail)
+	data, _ := json.Marshal(messages.StopRequest{SessionID: id, Reason: reason, Detail: detail})
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.StopTimeout)
+	defer cancel()
+	msg, err := r.nc.RequestWithContext(ctx, r.subj.Stop(), data)
+	if err != nil {
+		return fmt.Errorf("stop request: %w", err)
+	}
+	var rep messages.StopReply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		return fmt.Errorf("stop reply: %w", err)
+	}
+	if rep.Error != nil {
+		return rep.Error
+	}
+	return nil
+}
