@@ -25,7 +25,7 @@ const (
 	StateLastAck     State = 0x09
 	StateListen      State = 0x0A
 	StateClosing     State = 0x0B
-	StateNewSynRecv  State = 0x0C
+	StateNewSynRecv  State = 0x0C // a half-open request socket, listed since Linux 4.4
 )
 
 var stateNames = [...]string{
@@ -59,8 +59,8 @@ func (s State) String() string {
 // IPv6 tables report IPv4 clients of a dual-stack listener as IPv4-mapped
 // addresses; they are kept as such so the table's family stays visible.
 type Conn struct {
-	Local  netip.AddrPort
-	Remote netip.AddrPort
+	Local  netip.AddrPort // this end: the app's port for a client of the app
+	Remote netip.AddrPort // the peer; unspecified for a listener
 	State  State
 }
 
@@ -90,7 +90,9 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return
 // line in a reused buffer and does not allocate per line, so it is cheap
 // even for tables of tens of thousands of sockets. The header line is
 // skipped; blank lines are ignored; any other line that does not parse
-// yields a *SyntaxError.
+// yields a *SyntaxError. A well-formed state the package does not know is
+// passed on rather than rejected, so that a state added by a future kernel
+// cannot make every poll fail.
 func ScanTable(r io.Reader, fn func(Conn) error) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)

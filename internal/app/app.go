@@ -45,8 +45,9 @@ type Main struct {
 	// DemoCommand is the app command used when none is configured.
 	DemoCommand string
 
-	started  chan struct{}
-	httpAddr string
+	started     chan struct{}
+	httpAddr    string
+	metricsAddr string
 	natsURL  string
 }
 
@@ -67,6 +68,7 @@ func (m *Main) NATSURL() string { return m.natsURL }
 // Run runs mode's components until ctx is done, then shuts them down and
 // closes NATS last, because stopping sessions still needs it.
 func (m *Main) Run(ctx context.Context, mode Mode) error {
+	mx := m.useMetrics()
 	cfg := m.Config
 	var srv *server.Server
 	if mode == ModeAll && cfg.Bus.URL == "" {
@@ -100,6 +102,9 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	reg := registry.New(kv)
 
 	var g run.Group
+	if err := m.addMetrics(ctx, &g, mode, mx, reg); err != nil {
+		return err
+	}
 	if mode == ModeAll || mode == ModeGateway {
 		if err := m.addGateway(ctx, &g, nc, reg); err != nil {
 			return err
@@ -229,7 +234,7 @@ func (m *Main) addProvisioner(g *run.Group, nc *nats.Conn, reg *registry.Registr
 func (m *Main) backend(name string) (provisioner.Backend, error) {
 	switch name {
 	case "process":
-		return process.New(m.Config.Process, m.demoCommand(), nil, m.Log)
+		return process.New(m.Config.Process, m.demoCommand(), localSidecar, m.Log)
 	default:
 		return nil, fmt.Errorf("backend %q: want process", name)
 	}

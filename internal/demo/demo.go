@@ -25,6 +25,7 @@ import (
 
 // Config is where the app listens; Spawner sets PORT for every session.
 type Config struct {
+	// Port is the TCP port to listen on.
 	Port int `envconfig:"PORT" default:"8080"`
 	// Host is the interface to bind; empty means all of them.
 	Host string `envconfig:"HOST"`
@@ -102,7 +103,7 @@ func (a *App) Handler() http.Handler {
 	return mux
 }
 
-// Run serves on Config's address until ctx ends, then shuts down gracefully.
+// Run serves on Config's address until ctx ends, then shuts down gracefully and returns nil.
 func (a *App) Run(ctx context.Context) error {
 	addr := net.JoinHostPort(a.cfg.Host, strconv.Itoa(a.cfg.Port))
 	ln, err := net.Listen("tcp", addr)

@@ -3,7 +3,6 @@ package demo
 import (
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -84,7 +83,7 @@ func TestEditsAndChatAreBroadcast(t *testing.T) {
 	}
 
 	// Notes far beyond the library's 32 KiB default must still sync.
-	large := strings.Repeat("line of a long note\n", 600<<10/20)
+	large := strings.Repeat("line of a long note\n", 200<<10/20)
 	send(t, b, map[string]any{"type": "text", "text": large, "version": 2})
 	if got := next(t, a, func(m wire) bool { return m.Type == "text" }); got.Text != large || got.Version != 3 {
 		t.Fatalf("large note did not arrive intact (version %d, %d bytes)", got.Version, len(got.Text))
@@ -119,8 +118,7 @@ func TestPageWorksUnderPathPrefix(t *testing.T) {
 	app := New(Config{}, newFakeClock().Now, testLogger(t))
 	mux := http.NewServeMux()
 	mux.Handle("/p/abc/", http.StripPrefix("/p/abc", app.Handler()))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	srv := serve(t, app, mux)
 
 	page := srv.URL + "/p/abc/"
 	resp, err := http.Get(page)

@@ -16,6 +16,11 @@ import (
 	"github.com/spawnerhq/spawner/messages"
 )
 
+// patience bounds every wait in these tests; it is generous because a
+// loaded machine running -race can be very slow, while a real hang is not
+// rescued by any timeout.
+const patience = 20 * time.Second
+
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -54,9 +59,17 @@ func start(t *testing.T) (*App, *httptest.Server, *fakeClock) {
 	t.Helper()
 	clock := newFakeClock()
 	app := New(Config{}, clock.Now, testLogger(t))
-	srv := httptest.NewServer(app.Handler())
+	return app, serve(t, app, app.Handler()), clock
+}
+
+// serve runs h for the test and, once the test's clients have closed,
+// waits for the app's handlers so none logs after the test has ended.
+func serve(t *testing.T, app *App, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return app, srv, clock
+	t.Cleanup(func() { waitHandlers(t, app) })
+	return srv
 }
 
 func wsURL(t *testing.T, httpURL string) string {
@@ -71,7 +84,7 @@ func wsURL(t *testing.T, httpURL string) string {
 
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	conn, _, err := websocket.Dial(ctx, url, nil)
 	if err != nil {
@@ -94,7 +107,7 @@ type wire struct {
 // next reads messages until one satisfies ok, failing after a timeout.
 func next(t *testing.T, conn *websocket.Conn, ok func(wire) bool) wire {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	for {
 		_, data, err := conn.Read(ctx)
@@ -121,7 +134,7 @@ func send(t *testing.T, conn *websocket.Conn, v any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
 		t.Fatalf("write: %v", err)
@@ -150,7 +163,7 @@ func getStatus(t *testing.T, base string) messages.AppStatus {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(patience)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -167,7 +180,7 @@ func waitHandlers(t *testing.T, app *App) {
 	go func() { app.conns.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("WebSocket handlers still running after clients left")
 	}
 }
