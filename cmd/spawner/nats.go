@@ -19,7 +19,7 @@ func runNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv, err := bus.RunEmbedded(bus.EmbeddedConfig{Listen: cfg.Bus.Listen, StoreDir: filepath.Join(cfg.Common.DataDir, "nats")})
+	srv, err := bus.RunEmbedded(bus.EmbeddedFrom(cfg.Bus, filepath.Join(cfg.Common.DataDir, "nats")))
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,10 @@ type Config struct {
 	TLSCA    string `envconfig:"NATS_TLS_CA"`
 	TLSCert  string `envconfig:"NATS_TLS_CERT"`
 	TLSKey   string `envconfig:"NATS_TLS_KEY"`
+	// ServerTLSCert and ServerTLSKey turn on TLS for the embedded server
+	// ("spawner nats" and the all-in-one).
+	ServerTLSCert string `envconfig:"NATS_SERVER_TLS_CERT"`
+	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY"`
 }
 
 // Subjects returns the names for cfg's prefix.
@@ -63,7 +67,7 @@ func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*na
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", redact(nc.ConnectedUrl())) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {
@@ -86,7 +90,7 @@ func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*na
 	opts = append(opts, auth...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", redact(url), err)
+		return nil, fmt.Errorf("connect nats %s: %w", redact(url), withoutURL(err))
 	}
 	return nc, nil
 }
@@ -139,11 +143,23 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 	return tc, nil
 }
 
+// withoutURL drops the URL a parse error quotes, password and all.
+func withoutURL(err error) error {
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		return urlErr.Err
+	}
+	return err
+}
+
 // redact drops user info from a URL list so passwords never reach a log.
 func redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
+				u.User = url.User("xxxxx") // A user without a password is a token.
+			}
 			parts[i] = u.Redacted()
 		} else {
 			parts[i] = "<unparsable url>"

@@ -17,6 +17,19 @@ type EmbeddedConfig struct {
 	Listen string
 	// StoreDir holds JetStream's files; empty keeps JetStream in memory only.
 	StoreDir string
+	// User and Password, when set, are required of every client.
+	User, Password string
+	// TLSCert and TLSKey, when set, make clients connect over TLS; with
+	// TLSCA, clients must also present a certificate signed by it.
+	TLSCert, TLSKey, TLSCA string
+}
+
+// EmbeddedFrom derives the embedded server's settings from the client
+// settings, so the all-in-one's own components and outside clients use
+// the same credentials.
+func EmbeddedFrom(c Config, storeDir string) EmbeddedConfig {
+	return EmbeddedConfig{Listen: c.Listen, StoreDir: storeDir, User: c.User, Password: c.Password,
+		TLSCert: c.ServerTLSCert, TLSKey: c.ServerTLSKey, TLSCA: c.TLSCA}
 }
 
 // RunEmbedded starts a nats-server with JetStream inside this process and
@@ -47,6 +60,15 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 			return nil, fmt.Errorf("nats listen port %q: %w", portStr, err)
 		}
 		opts.Host, opts.Port = host, port
+	}
+	opts.Username, opts.Password = cfg.User, cfg.Password
+	if cfg.TLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey,
+			CaFile: cfg.TLSCA, Verify: cfg.TLSCA != ""})
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats tls: %w", err)
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = true, tc, cfg.TLSCA != "", 2
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

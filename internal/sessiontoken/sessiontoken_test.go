@@ -1,0 +1,46 @@
+package sessiontoken
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestTokenOpensOnlyItsSession(t *testing.T) {
+	s, err := New(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.Token("session-a"), s.Token("session-b")
+	if a == b || len(a) < 40 {
+		t.Fatalf("tokens %q %q", a, b)
+	}
+	if !s.Valid("session-a", a) || s.Valid("session-b", a) || s.Valid("session-a", "") || s.Valid("session-a", a[:len(a)-1]) {
+		t.Fatal("a token must open its own session and no other")
+	}
+	other, _ := New(bytes.Repeat([]byte{8}, 32))
+	if other.Valid("session-a", a) {
+		t.Fatal("another installation's secret accepted the token")
+	}
+	if _, err := New([]byte("short")); err == nil {
+		t.Fatal("a short secret was accepted")
+	}
+}
+
+func TestLoadSecretPersists(t *testing.T) {
+	dir := t.TempDir()
+	first, err := LoadSecret("", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := LoadSecret("", dir)
+	if err != nil || !bytes.Equal(first, second) || len(first) != MinSecretBytes {
+		t.Fatalf("secret changed between loads: %x %x %v", first, second, err)
+	}
+	given, err := LoadSecret("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", dir)
+	if err != nil || given[1] != 0x11 {
+		t.Fatalf("hex secret: %x %v", given, err)
+	}
+	if _, err := LoadSecret("zz", dir); err == nil {
+		t.Fatal("non-hex secret accepted")
+	}
+}
