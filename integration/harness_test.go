@@ -57,7 +57,7 @@ type harness struct {
 
 // testConfig is the all-in-one configuration tests start from: random
 // ports, a private data dir, quick probes.
-func testConfig(t *testing.T) app.Config {
+func testConfig(t testing.TB) app.Config {
 	t.Helper()
 	for _, kv := range os.Environ() {
 		// The developer's own SPAWNER_ settings must not leak into tests.
@@ -81,9 +81,11 @@ func testConfig(t *testing.T) app.Config {
 }
 
 // start runs cfg until the test ends and connects a NATS client to it.
-func start(t *testing.T, cfg app.Config) *harness {
+func start(t testing.TB, cfg app.Config) *harness {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Common.LogLevel))
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	m := app.NewMain(cfg, log)
 	m.DemoCommand = spawnerBin + " demo"
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +110,7 @@ func start(t *testing.T, cfg app.Config) *harness {
 }
 
 // Stop shuts Spawner down as SIGTERM would and waits for it.
-func (h *harness) Stop(t *testing.T) {
+func (h *harness) Stop(t testing.TB) {
 	if h.cancel == nil {
 		return
 	}
@@ -125,7 +127,7 @@ func (h *harness) Stop(t *testing.T) {
 	h.NC.Close()
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -139,7 +141,7 @@ type events struct {
 	sub *nats.Subscription
 }
 
-func (h *harness) watchEvents(t *testing.T) *events {
+func (h *harness) watchEvents(t testing.TB) *events {
 	t.Helper()
 	ev := &events{}
 	sub, err := h.NC.Subscribe(h.Subj.Sessions(), func(m *nats.Msg) {
@@ -174,7 +176,7 @@ func (ev *events) find(id string, typ messages.EventType) []messages.Event {
 }
 
 // eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -187,7 +189,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 }
 
 // post sends a JSON body and decodes the JSON answer.
-func post(t *testing.T, url, body string, out any) int {
+func post(t testing.TB, url, body string, out any) int {
 	t.Helper()
 	resp, err := http.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
@@ -204,7 +206,7 @@ func post(t *testing.T, url, body string, out any) int {
 }
 
 // get fetches a URL and returns its status and body.
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -217,7 +219,7 @@ func get(t *testing.T, url string) (int, string) {
 
 // appProcesses lists the running demo apps started by this test binary's
 // spawner build, found by their command line.
-func appProcesses(t *testing.T, sessionIDs ...string) []string {
+func appProcesses(t testing.TB, sessionIDs ...string) []string {
 	t.Helper()
 	var out []string
 	entries, _ := os.ReadDir("/proc")

@@ -62,6 +62,12 @@ type Session struct {
 	CreatedAt          time.Time `json:"created_at"`
 	ReadyAt            time.Time `json:"ready_at,omitzero"`
 	StoppingAt         time.Time `json:"stopping_at,omitzero"`
+	// Pooled marks a warm-pool session that no client holds yet; it is
+	// never reaped while pooled.
+	Pooled bool `json:"pooled,omitempty"`
+	// ClaimedAt is when a warm-pool session was handed to a client; idle
+	// time counts from then.
+	ClaimedAt time.Time `json:"claimed_at,omitzero"`
 	StopReason         Reason    `json:"stop_reason,omitempty"`
 }
 

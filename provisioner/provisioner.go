@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -34,9 +35,20 @@ type Config struct {
 	MaxLifetime  time.Duration `envconfig:"MAX_LIFETIME" default:"0"`
 	MaxSessions  int           `envconfig:"MAX_SESSIONS" default:"0"`
 	Reconcile    time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
+	// WarmPool is how many ready, unclaimed sessions to keep at hand.
+	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0"`
 	// StopOnShutdown stops this provisioner's sessions when it exits. It
 	// is right for the process backend, whose sessions cannot outlive it.
 	StopOnShutdown bool `envconfig:"STOP_ON_SHUTDOWN"`
+	// Metrics records spawns, failures and terminations; nil records nothing.
+	Metrics *metrics.Metrics `ignored:"true"`
+	// Tokens, when set, gives every reply the session's access token.
+	Tokens TokenSigner `ignored:"true"`
+}
+
+// TokenSigner derives a session's access token from its id.
+type TokenSigner interface {
+	Token(sessionID string) string
 }
 
 // Provisioner serves spawn and stop requests.
@@ -51,6 +63,11 @@ type Provisioner struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	// pool holds this provisioner's unclaimed warm sessions; poolFilling
+	// counts the ones being started.
+	pool        []string
+	poolFilling int
+	refill      chan struct{}
 }
 
 // New builds a provisioner; Run starts it.
@@ -75,7 +92,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	return &Provisioner{
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log.With("component", "provisioner"), now: time.Now,
-		inflight: map[string]bool{},
+		inflight: map[string]bool{}, refill: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -89,6 +106,8 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	go func() { backendDone <- p.backend.Run(backendCtx, exits) }()
 
 	spawns := make(chan *nats.Msg, p.cfg.Concurrency*4)
+	p.cfg.Metrics.TrackSpawnQueue(func() int { return len(spawns) })
+	defer p.cfg.Metrics.TrackSpawnQueue(nil)
 	spawnSub, err := p.nc.ChanQueueSubscribe(p.subj.Requested(), "provisioner", spawns)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", p.subj.Requested(), err)
@@ -131,6 +150,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { p.reconcileLoop(ctx) })
+	wg.Go(func() { p.fillPool(ctx) })
 	p.log.Info("provisioner started", "name", p.cfg.Name, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
 
 	<-ctx.Done()
@@ -194,6 +214,14 @@ func (p *Provisioner) emit(ev messages.Event) {
 	if err := p.nc.Publish(p.subj.Event(ev.Type), data); err != nil {
 		p.log.Error("publish event", "type", ev.Type, "session_id", ev.SessionID, "err", err)
 	}
+}
+
+// withToken adds the session's access token when per-session auth is on.
+func (p *Provisioner) withToken(rep messages.SpawnReply) messages.SpawnReply {
+	if p.cfg.Tokens != nil && rep.SessionID != "" {
+		rep.Token = p.cfg.Tokens.Token(rep.SessionID)
+	}
+	return rep
 }
 
 func reply(msg *nats.Msg, v any) {

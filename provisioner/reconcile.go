@@ -58,6 +58,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			p.log.Error("stop orphan", "session_id", inst.SessionID, "err", err)
 			continue
 		}
+		p.cfg.Metrics.SessionTerminated(messages.ReasonOrphaned)
 		p.emit(messages.Event{Type: messages.EventTerminated, SessionID: inst.SessionID,
 			Backend: p.cfg.Backend, Owner: p.cfg.Name, Reason: messages.ReasonOrphaned})
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -23,7 +24,7 @@ func (p *Provisioner) handleSpawn(ctx context.Context, msg *nats.Msg) {
 	if err != nil {
 		rep = messages.SpawnReply{Error: asError(err)}
 	}
-	reply(msg, rep)
+	reply(msg, p.withToken(rep))
 }
 
 func asError(err error) *messages.Error {
@@ -39,6 +40,9 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 	if err := req.Validate(); err != nil {
 		return messages.SpawnReply{}, err
 	}
+	if rep, ok, err := p.fromPool(ctx, req); ok || err != nil {
+		return rep, err
+	}
 	id := messages.NewSessionID()
 	if req.Key != "" {
 		for attempt := 0; ; attempt++ {
@@ -47,6 +51,7 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 				break
 			}
 			if !errors.Is(err, registry.ErrExists) || attempt == 3 {
+				p.cfg.Metrics.SpawnFailed(metrics.FailRegistry, 0)
 				return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "claim key: %v", err)
 			}
 			rep, ok, err := p.existing(ctx, req.Key, bound)
@@ -56,10 +61,11 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 		}
 	}
 	if err := p.checkCapacity(ctx); err != nil {
+		p.cfg.Metrics.SpawnFailed(metrics.FailCapacity, 0)
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 		return messages.SpawnReply{}, err
 	}
-	return p.create(ctx, id, req)
+	return p.create(ctx, id, req, false)
 }
 
 // existing answers with the session already bound to key. It reports false
@@ -68,6 +74,9 @@ func (p *Provisioner) existing(ctx context.Context, key, id string) (messages.Sp
 	waitCtx, cancel := context.WithTimeout(ctx, p.cfg.SpawnTimeout+5*time.Second)
 	defer cancel()
 	s, err := p.reg.Await(waitCtx, id)
+	if errors.Is(err, registry.ErrNotFound) && p.appears(waitCtx, id) {
+		s, err = p.reg.Await(waitCtx, id)
+	}
 	if errors.Is(err, registry.ErrNotFound) {
 		return messages.SpawnReply{}, false, p.reg.ReleaseKey(ctx, key, id)
 	}
@@ -79,6 +88,27 @@ func (p *Provisioner) existing(ctx context.Context, key, id string) (messages.Sp
 		return messages.SpawnReply{}, false, p.awaitGone(waitCtx, key, id)
 	}
 	return messages.SpawnReply{SessionID: s.ID, URL: s.URL, Status: s.Status, Key: key}, true, nil
+}
+
+// keyGrace is how long a key may be bound to a session with no record
+// before the binding counts as stale. The spawn that wins a key writes the
+// record just after claiming it, so a racing spawn can see the claim first.
+const keyGrace = 5 * time.Second
+
+// appears reports whether the record of id shows up within keyGrace.
+func (p *Provisioner) appears(ctx context.Context, id string) bool {
+	deadline := time.Now().Add(keyGrace)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+		if _, err := p.reg.Get(ctx, id); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provisioner) awaitGone(ctx context.Context, key, id string) error {
@@ -112,7 +142,7 @@ func (p *Provisioner) sessionURL(id string) string {
 	return strings.TrimRight(p.cfg.PublicURL, "/") + "/p/" + id + "/"
 }
 
-func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest) (messages.SpawnReply, error) {
+func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest, pooled bool) (messages.SpawnReply, error) {
 	start := p.now()
 	p.track(id, true)
 	defer p.track(id, false)
@@ -122,9 +152,11 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.cfg.IdleTimeout),
 		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.cfg.MaxLifetime),
 		CreatedAt:          start.UTC(),
+		Pooled:             pooled,
 	}
 	rev, err := p.reg.Create(ctx, s)
 	if err != nil {
+		p.cfg.Metrics.SpawnFailed(metrics.FailRegistry, 0)
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "%v", err)
 	}
@@ -142,10 +174,11 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		}
 		log.Warn("spawn failed", "err", err)
 		p.rollback(ctx, s, rev, err, start)
-		code := messages.CodeSpawnFailed
+		code, failure := messages.CodeSpawnFailed, metrics.FailBackend
 		if timedOut {
-			code = messages.CodeTimeout
+			code, failure = messages.CodeTimeout, metrics.FailTimeout
 		}
+		p.cfg.Metrics.SpawnFailed(failure, p.now().Sub(start))
 		return messages.SpawnReply{}, messages.Errorf(code, "session %s: %v", id, err)
 	}
 	s.Status, s.Upstream, s.StatusURL, s.ReadyAt = messages.StatusReady, inst.Upstream, inst.StatusURL, p.now().UTC()
@@ -153,11 +186,13 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		// A stop arrived while we were starting; it wins.
 		err = fmt.Errorf("stopped while starting: %w", err)
 		log.Info("spawn cancelled", "err", err)
+		p.cfg.Metrics.SpawnFailed(metrics.FailCancelled, p.now().Sub(start))
 		p.rollback(ctx, s, 0, err, start)
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeSpawnFailed, "session %s: %v", id, err)
 	}
 	took := p.now().Sub(start)
 	log.Info("session ready", "upstream", inst.Upstream, "took", took)
+	p.cfg.Metrics.SpawnReady(took)
 	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, RequestID: req.RequestID, Key: req.Key,
 		URL: s.URL, Upstream: s.Upstream, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels,
 		SpawnSeconds: took.Seconds()})

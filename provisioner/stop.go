@@ -95,6 +95,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 		p.log.Error("release key", "session_id", s.ID, "err", err)
 	}
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
+	p.cfg.Metrics.SessionTerminated(reason)
 	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, Key: s.Key, RequestID: s.RequestID,
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
@@ -117,7 +118,9 @@ func (p *Provisioner) track(id string, on bool) {
 	defer p.mu.Unlock()
 	if on {
 		p.inflight[id] = true
+		p.cfg.Metrics.SpawnStarted()
 	} else {
 		delete(p.inflight, id)
+		p.cfg.Metrics.SpawnDone()
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -30,6 +31,8 @@ type Config struct {
 	Sweep       time.Duration `envconfig:"LIFETIME_SWEEP" default:"15s"`
 	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"30s"`
 	Concurrency int           `envconfig:"REAP_CONCURRENCY" default:"64"`
+	// Metrics counts reaps by reason; nil records nothing.
+	Metrics *metrics.Metrics `ignored:"true"`
 }
 
 // Reaper decides when sessions end.
@@ -141,15 +144,21 @@ func (r *Reaper) handle(ctx context.Context, msg jetstream.Msg) {
 
 // decide returns why the session must end, or "" if it lives on.
 func (r *Reaper) decide(s messages.Session, hb messages.Heartbeat) (messages.Reason, string) {
-	if s.Status != messages.StatusReady {
-		return "", ""
+	if s.Status != messages.StatusReady || s.Pooled {
+		return "", "" // A pooled session waits, unused by design, for a client.
 	}
 	now := r.now()
 	if reason, detail := r.expired(s, now); reason != "" {
 		return reason, detail
 	}
-	if hb.OK && s.IdleTimeoutSeconds > 0 && hb.SecondsInactive >= s.IdleTimeoutSeconds {
-		return messages.ReasonIdle, fmt.Sprintf("inactive for %ds, the limit is %ds", hb.SecondsInactive, s.IdleTimeoutSeconds)
+	inactive := hb.SecondsInactive
+	if !s.ClaimedAt.IsZero() {
+		// A warm session's app was idle before anyone held it; that time
+		// does not count against its new owner.
+		inactive = min(inactive, int64(now.Sub(s.ClaimedAt)/time.Second))
+	}
+	if hb.OK && s.IdleTimeoutSeconds > 0 && inactive >= s.IdleTimeoutSeconds {
+		return messages.ReasonIdle, fmt.Sprintf("inactive for %ds, the limit is %ds", inactive, s.IdleTimeoutSeconds)
 	}
 	if !hb.OK && !hb.FailingSince.IsZero() && now.Sub(hb.FailingSince) >= r.cfg.FailureGrace {
 		return messages.ReasonUnhealthy, fmt.Sprintf("probes failing since %s: %s", hb.FailingSince.Format(time.RFC3339), hb.Error)
@@ -174,7 +183,7 @@ func (r *Reaper) sweep(ctx context.Context) {
 	}
 	now := r.now()
 	for _, e := range entries {
-		if e.Session.Status != messages.StatusReady {
+		if e.Session.Status != messages.StatusReady || e.Session.Pooled {
 			continue
 		}
 		if reason, detail := r.expired(e.Session, now); reason != "" {
@@ -203,6 +212,12 @@ func (r *Reaper) stop(ctx context.Context, id string, reason messages.Reason, de
 		delete(r.stopping, id)
 		r.mu.Unlock()
 	}()
+	// Another heartbeat's stop may have finished since the caller read the
+	// record. The provisioner changes the record before it answers a stop,
+	// so a fresh read tells, and the session is not stopped twice.
+	if e, err := r.reg.Get(ctx, id); errors.Is(err, registry.ErrNotFound) || (err == nil && e.Session.Status != messages.StatusReady) {
+		return nil
+	}
 	r.log.Info("reaping", "session_id", id, "reason", reason, "detail", detail)
 	data, _ := json.Marshal(messages.StopRequest{SessionID: id, Reason: reason, Detail: detail})
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.StopTimeout)
@@ -217,6 +232,9 @@ func (r *Reaper) stop(ctx context.Context, id string, reason messages.Reason, de
 	}
 	if rep.Error != nil {
 		return rep.Error
+	}
+	if rep.Found {
+		r.cfg.Metrics.Reaped(reason)
 	}
 	return nil
 }
