@@ -17,7 +17,7 @@ type sessionList struct {
 	} `json:"sessions"`
 }
 
-func listSessions(t testing.TB, h *harness) sessionList {
+func poolSessions(t testing.TB, h *harness) sessionList {
 	t.Helper()
 	code, body := get(t, h.BaseURL+"/sessions")
 	var out sessionList
@@ -29,7 +29,7 @@ func listSessions(t testing.TB, h *harness) sessionList {
 
 func pooledIDs(t testing.TB, h *harness) map[string]bool {
 	ids := map[string]bool{}
-	for _, s := range listSessions(t, h).Sessions {
+	for _, s := range poolSessions(t, h).Sessions {
 		if s.Pooled {
 			ids[s.ID] = true
 		}
