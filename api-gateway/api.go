@@ -39,6 +39,8 @@ func httpStatus(code messages.ErrorCode) int {
 	switch code {
 	case messages.CodeBadRequest:
 		return http.StatusBadRequest
+	case messages.CodeUnauthorized:
+		return http.StatusUnauthorized
 	case messages.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case messages.CodeNotFound:

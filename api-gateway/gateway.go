@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -33,6 +35,15 @@ type Config struct {
 	UpstreamIdle time.Duration `envconfig:"PROXY_UPSTREAM_IDLE" default:"1s"`
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"5s"`
+	// EventsKeepalive is how often an idle event stream gets a comment, so
+	// that proxies and load balancers do not close it.
+	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s"`
+	// Metrics receives the proxy's and event streams' observations and is
+	// served at /metrics; nil turns both off.
+	Metrics *metrics.Metrics `ignored:"true"`
+	// AuthConfig holds the API and session token rules; it is embedded so
+	// its variables keep their short names.
+	AuthConfig
 }
 
 // Gateway serves the API and the proxy.
@@ -46,6 +57,12 @@ type Gateway struct {
 	beats  *heartbeatCache
 	synced atomic.Bool
 	proxy  *proxy
+	// openStreams counts event streams against MaxEventStreams.
+	openStreams atomic.Int64
+	// closing is closed at shutdown to end event streams, which never go
+	// idle by themselves and would hold up the drain.
+	closing     chan struct{}
+	closingOnce sync.Once
 }
 
 // New builds a gateway; Run serves it.
@@ -57,27 +74,57 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	if cfg.UpstreamIdle <= 0 {
 		cfg.UpstreamIdle = time.Second
 	}
+	if cfg.EventsKeepalive <= 0 {
+		cfg.EventsKeepalive = 15 * time.Second
+	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
-		routes: newRouteTable(), beats: newHeartbeatCache()}
+		routes: newRouteTable(), beats: newHeartbeatCache(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
 	return g, nil
+}
+
+// route is one pattern of the gateway's mux. The api routes are the ones
+// openapi.json must describe; a test holds the two together.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+	api     bool
+}
+
+// httpRoutes lists every route the gateway serves.
+func (g *Gateway) httpRoutes() []route {
+	return []route{
+		{"POST /init", g.handleInit, true},
+		{"GET /sessions", g.handleList, true},
+		{"GET /sessions/{id}", g.handleGet, true},
+		{"DELETE /sessions/{id}", g.handleDelete, true},
+		{"GET /sessions/{id}/events", g.handleSessionEvents, true},
+		{"GET /events", g.handleEvents, true},
+		{"GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}, true},
+		{"GET /readyz", g.handleReady, true},
+		{"GET /metrics", g.handleMetrics, true},
+		{"GET /openapi.json", handleOpenAPI, true},
+		{"GET /{$}", handleDashboard, false},
+		{"GET /assets/", handleAssets, false},
+		{"/p/", g.handleProxy, false},
+		{"/", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+		}, false},
+	}
 }
 
 // Handler returns the gateway's HTTP handler, for embedding and tests.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /init", g.handleInit)
-	mux.HandleFunc("GET /sessions", g.handleList)
-	mux.HandleFunc("GET /sessions/{id}", g.handleGet)
-	mux.HandleFunc("DELETE /sessions/{id}", g.handleDelete)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", g.handleReady)
-	mux.HandleFunc("/p/", g.handleProxy)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-	})
+	for _, rt := range g.httpRoutes() {
+		h := rt.handler
+		if rt.api && !openPath(rt.pattern) {
+			h = g.requireAPIToken(h)
+		}
+		mux.HandleFunc(rt.pattern, h)
+	}
 	return mux
 }
 
@@ -102,6 +149,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
+	srv.RegisterOnShutdown(func() { g.closingOnce.Do(func() { close(g.closing) }) })
 	feedDone := make(chan struct{})
 	feedCtx, stopFeeds := context.WithCancel(ctx)
 	go func() { defer close(feedDone); g.feed(feedCtx) }()

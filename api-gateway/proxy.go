@@ -97,10 +97,13 @@ type prefixKey struct{}
 
 func (p *proxy) closeIdle() { p.transport.CloseIdleConnections() }
 
-func (g *Gateway) handleProxy(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	id, rest, _ := sessionIDFromProxyPath(r.URL.Path)
 	if !messages.ValidSessionID(id) {
 		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session at this path"))
+		return
+	}
+	if !g.authorizeSession(w, r, id) {
 		return
 	}
 	upstream, ok := g.routes.lookup(id)

@@ -67,8 +67,8 @@ type Session struct {
 	Pooled bool `json:"pooled,omitempty"`
 	// ClaimedAt is when a warm-pool session was handed to a client; idle
 	// time counts from then.
-	ClaimedAt time.Time `json:"claimed_at,omitzero"`
-	StopReason         Reason    `json:"stop_reason,omitempty"`
+	ClaimedAt  time.Time `json:"claimed_at,omitzero"`
+	StopReason Reason    `json:"stop_reason,omitempty"`
 }
 
 // Live reports whether the session is serving or about to.

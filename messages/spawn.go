@@ -48,14 +48,15 @@ type ErrorCode string
 
 // The error codes a reply may carry.
 const (
-	CodeBadRequest  ErrorCode = "bad_request"
-	CodeTooLarge    ErrorCode = "too_large"
-	CodeNotFound    ErrorCode = "not_found"
-	CodeUnavailable ErrorCode = "unavailable"
-	CodeTimeout     ErrorCode = "timeout"
-	CodeTooMany     ErrorCode = "too_many_sessions"
-	CodeSpawnFailed ErrorCode = "spawn_failed"
-	CodeInternal    ErrorCode = "internal"
+	CodeBadRequest   ErrorCode = "bad_request"
+	CodeUnauthorized ErrorCode = "unauthorized"
+	CodeTooLarge     ErrorCode = "too_large"
+	CodeNotFound     ErrorCode = "not_found"
+	CodeUnavailable  ErrorCode = "unavailable"
+	CodeTimeout      ErrorCode = "timeout"
+	CodeTooMany      ErrorCode = "too_many_sessions"
+	CodeSpawnFailed  ErrorCode = "spawn_failed"
+	CodeInternal     ErrorCode = "internal"
 )
 
 // Error is the error object of a reply and of every HTTP error body.
@@ -150,7 +151,10 @@ func (r SpawnRequest) Validate() error {
 		return Errorf(CodeBadRequest, "labels: at most %d entries", MaxMapEntries)
 	}
 	for k, v := range r.Labels {
-		if len(k) > 253 || !labelKeyPattern.MatchString(k) || strings.HasPrefix(k, LabelDomain) {
+		// Kubernetes limits the name after the optional prefix to 63 bytes;
+		// a longer one would pass here and fail only when the pod is made.
+		name := k[strings.LastIndex(k, "/")+1:]
+		if len(k) > 253 || len(name) > 63 || !labelKeyPattern.MatchString(k) || strings.HasPrefix(k, LabelDomain) {
 			return Errorf(CodeBadRequest, "labels: %q is not a valid label key", k)
 		}
 		if len(v) > 63 || !labelValPattern.MatchString(v) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -23,6 +24,8 @@ type Config struct {
 	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s"`
 	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s"`
 	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256"`
+	// Metrics records probe latency and failures; nil records nothing.
+	Metrics *metrics.Metrics `ignored:"true"`
 }
 
 // Prober keeps its targets from a registry watch and probes them.
@@ -153,7 +156,11 @@ func (p *Prober) watch(ctx context.Context) error {
 func (p *Prober) probe(ctx context.Context, id, statusURL string) {
 	start := p.now()
 	st, err := p.fetch(ctx, statusURL)
-	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: p.now().Sub(start).Seconds()}
+	took := p.now().Sub(start)
+	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: took.Seconds()}
+	if ctx.Err() == nil {
+		p.cfg.Metrics.Probed(took, err != nil)
+	}
 	p.mu.Lock()
 	t := p.targets[id]
 	if t != nil {

@@ -19,8 +19,11 @@ import (
 	gateway "github.com/spawnerhq/spawner/api-gateway"
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/sessiontoken"
 	"github.com/spawnerhq/spawner/prober"
 	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/docker"
+	"github.com/spawnerhq/spawner/provisioner/kube"
 	"github.com/spawnerhq/spawner/provisioner/process"
 	"github.com/spawnerhq/spawner/reaper"
 )
@@ -48,7 +51,7 @@ type Main struct {
 	started     chan struct{}
 	httpAddr    string
 	metricsAddr string
-	natsURL  string
+	natsURL     string
 }
 
 // NewMain returns a Main for cfg.
@@ -73,7 +76,7 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	var srv *server.Server
 	if mode == ModeAll && cfg.Bus.URL == "" {
 		var err error
-		srv, err = bus.RunEmbedded(bus.EmbeddedConfig{Listen: cfg.Bus.Listen, StoreDir: filepath.Join(cfg.Common.DataDir, "nats")})
+		srv, err = bus.RunEmbedded(bus.EmbeddedFrom(cfg.Bus, filepath.Join(cfg.Common.DataDir, "nats")))
 		if err != nil {
 			return err
 		}
@@ -189,6 +192,14 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, nc *nats.Conn, reg 
 	if m.Config.Provisioner.PublicURL == "" {
 		m.Config.Provisioner.PublicURL = m.Config.Gateway.PublicURL
 	}
+	signer, err := m.sessionSigner()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if signer != nil {
+		m.Config.Gateway.SessionTokens = signer
+	}
 	gw, err := gateway.New(m.Config.Gateway, nc, reg, m.Log)
 	if err != nil {
 		ln.Close()
@@ -223,6 +234,13 @@ func (m *Main) addProvisioner(g *run.Group, nc *nats.Conn, reg *registry.Registr
 		// A local process cannot outlive the provisioner that started it.
 		cfg.StopOnShutdown = true
 	}
+	signer, err := m.sessionSigner()
+	if err != nil {
+		return err
+	}
+	if signer != nil {
+		cfg.Tokens = signer
+	}
 	p, err := provisioner.New(cfg, nc, reg, backend, m.Log)
 	if err != nil {
 		return err
@@ -235,6 +253,10 @@ func (m *Main) backend(name string) (provisioner.Backend, error) {
 	switch name {
 	case "process":
 		return process.New(m.Config.Process, m.demoCommand(), localSidecar, m.Log)
+	case "docker":
+		return docker.New(m.Config.Docker, m.Log)
+	case "kubernetes":
+		return kube.New(m.Config.Kube, m.Log)
 	default:
 		return nil, fmt.Errorf("backend %q: want process", name)
 	}
@@ -255,3 +277,18 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// sessionSigner returns the session token signer when session auth is on.
+func (m *Main) sessionSigner() (*sessiontoken.Signer, error) {
+	switch m.Config.Common.SessionAuth {
+	case "", "none":
+		return nil, nil
+	case "token":
+		secret, err := sessiontoken.LoadSecret(m.Config.Common.SessionSecret, m.Config.Common.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		return sessiontoken.New(secret)
+	default:
+		return nil, fmt.Errorf("SPAWNER_SESSION_AUTH %q: want none or token", m.Config.Common.SessionAuth)
+	}
+}

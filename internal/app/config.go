@@ -15,6 +15,8 @@ import (
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/prober"
 	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/docker"
+	"github.com/spawnerhq/spawner/provisioner/kube"
 	"github.com/spawnerhq/spawner/provisioner/process"
 	"github.com/spawnerhq/spawner/reaper"
 )
@@ -30,6 +32,8 @@ type Config struct {
 	Gateway     gateway.Config
 	Provisioner provisioner.Config
 	Process     process.Config
+	Docker      docker.Config
+	Kube        kube.Config
 	Prober      prober.Config
 	Reaper      reaper.Config
 }
@@ -40,12 +44,21 @@ type Common struct {
 	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
 	// DataDir holds the embedded NATS server's JetStream files.
 	DataDir string `envconfig:"DATA_DIR" default:".spawner"`
+	// MetricsAddr serves /metrics on its own listener, for processes that
+	// run no gateway; the gateway always serves /metrics too.
+	MetricsAddr string `envconfig:"METRICS_ADDR"`
+	// SessionAuth is "none" or "token": with "token", /init returns a
+	// session token and the proxy lets only its holders in.
+	SessionAuth string `envconfig:"SESSION_AUTH" default:"none"`
+	// SessionSecret (hex, 32 bytes or more) signs session tokens; every
+	// gateway and provisioner must share it. Empty keeps one in DataDir.
+	SessionSecret string `envconfig:"SESSION_SECRET"`
 }
 
 // LoadConfig reads the environment into a Config.
 func LoadConfig() (Config, error) {
 	var c Config
-	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Prober, &c.Reaper} {
+	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Docker, &c.Kube, &c.Prober, &c.Reaper} {
 		if err := envconfig.Process(EnvPrefix, part); err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
 		}
@@ -74,7 +87,7 @@ func NewLogger(c Common) (*slog.Logger, error) {
 func Usage() string {
 	var b strings.Builder
 	var c Config
-	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Prober, &c.Reaper} {
+	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Docker, &c.Kube, &c.Prober, &c.Reaper} {
 		_ = envconfig.Usagef(EnvPrefix, part, &b, "  {{range .}}{{usage_key .}}\t{{usage_default .}}\n{{end}}")
 	}
 	return b.String()

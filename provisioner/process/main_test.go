@@ -1,0 +1,254 @@
+package process_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/process"
+)
+
+// patience bounds every wait; it is generous because -race on a loaded
+// machine is slow, and a real hang is not rescued by any timeout.
+const patience = 20 * time.Second
+
+// spawnerBin is the spawner binary, built once, whose demo mode is the app
+// the backend runs by default.
+var spawnerBin string
+
+// appScript is a small app with knobs: it serves /status (listening unless
+// started with never-ready), /env, and /quit, which exits with status 7.
+const appScript = `
+import http.server, json, os, sys, threading
+mode = sys.argv[1] if len(sys.argv) > 1 else "ready"
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/status":
+            body = {"active_connections": 0, "seconds_inactive": 0, "listening": mode != "never-ready"}
+        elif self.path == "/env":
+            body = dict(os.environ)
+        elif self.path == "/quit":
+            threading.Timer(0.05, lambda: os._exit(7)).start()
+            body = {"bye": True}
+        else:
+            body = {"path": self.path}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+`
+
+var appPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "process-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	spawnerBin = filepath.Join(dir, "spawner")
+	build := exec.Command("go", "build", "-o", spawnerBin, "github.com/spawnerhq/spawner/cmd/spawner")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build spawner:", err)
+		os.Exit(1)
+	}
+	appPath = filepath.Join(dir, "app.py")
+	if err := os.WriteFile(appPath, []byte(appScript), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needPython(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed")
+	}
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func pyApp(mode string) string { return "exec python3 " + quote(appPath) + " " + mode }
+
+func newBackend(t *testing.T, cfg process.Config) *process.Backend {
+	t.Helper()
+	log := testLogger(t)
+	b, err := process.New(cfg, quote(spawnerBin)+" demo", nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// runBackend runs b until the test ends and returns the exits it reports.
+func runBackend(t *testing.T, b *process.Backend) <-chan provisioner.Exit {
+	t.Helper()
+	exits := make(chan provisioner.Exit, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, exits) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	// Run records the channel before it blocks; give it the moment it needs
+	// by listing, which takes the same lock.
+	_, _ = b.List(ctx)
+	return exits
+}
+
+func start(t *testing.T, b *process.Backend, spec provisioner.Spec) provisioner.Instance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	inst, err := b.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Stop(context.Background(), spec.SessionID) })
+	return inst
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+func pidOf(t *testing.T, inst provisioner.Instance) int {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.TrimPrefix(inst.Handle, "pid:"))
+	if err != nil || pid <= 1 {
+		t.Fatalf("handle %q holds no pid", inst.Handle)
+	}
+	return pid
+}
+
+// liveInGroup lists the processes of group pgid that still run; zombies
+// do not count, because whoever adopted them may never reap them.
+func liveInGroup(pgid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if state, pgrp, ok := procStat(pid); ok && pgrp == pgid && state != "Z" && state != "X" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func alive(pid int) bool {
+	state, _, ok := procStat(pid)
+	return ok && state != "Z" && state != "X"
+}
+
+func procStat(pid int) (state string, pgrp int, ok bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0, false
+	}
+	// The command name may hold spaces and parentheses; the fields after
+	// the last ')' are fixed: state, ppid, pgrp.
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 3 {
+		return "", 0, false
+	}
+	pgrp, err = strconv.Atoi(fields[2])
+	return fields[0], pgrp, err == nil
+}
+
+// awaitDead waits until check reports nothing alive.
+func awaitDead(t *testing.T, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still running", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		data, err := os.ReadFile(path)
+		if err == nil {
+			line, _, _ := strings.Cut(string(data), "\n")
+			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testLogger keeps the component's log and prints it only if the test
+// fails. Components log from their own goroutines, which may outlive the
+// test by a moment, so the log must never call t.Log after the end.
+func testLogger(t *testing.T) *slog.Logger {
+	l := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log("log:\n" + l.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
