@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -58,12 +59,17 @@ type Common struct {
 // LoadConfig reads the environment into a Config.
 func LoadConfig() (Config, error) {
 	var c Config
-	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Docker, &c.Kube, &c.Prober, &c.Reaper} {
+	for _, part := range c.parts() {
 		if err := envconfig.Process(EnvPrefix, part); err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
 		}
 	}
 	return c, nil
+}
+
+// parts lists the structs LoadConfig fills, each read with the same prefix.
+func (c *Config) parts() []any {
+	return []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Docker, &c.Kube, &c.Prober, &c.Reaper}
 }
 
 // NewLogger builds the process's logger from Common.
@@ -83,12 +89,24 @@ func NewLogger(c Common) (*slog.Logger, error) {
 	}
 }
 
-// Usage describes every variable for the help text.
+// Usage lists every variable once, with its default, for the help text.
 func Usage() string {
-	var b strings.Builder
 	var c Config
-	for _, part := range []any{&c.Common, &c.Bus, &c.Gateway, &c.Provisioner, &c.Process, &c.Docker, &c.Kube, &c.Prober, &c.Reaper} {
-		_ = envconfig.Usagef(EnvPrefix, part, &b, "  {{range .}}{{usage_key .}}\t{{usage_default .}}\n{{end}}")
+	var raw strings.Builder
+	for _, part := range c.parts() {
+		_ = envconfig.Usagef(EnvPrefix, part, &raw, "{{range .}}{{usage_key .}}\t{{usage_default .}}\n{{end}}")
 	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
+	seen := map[string]bool{}
+	for _, line := range strings.Split(raw.String(), "\n") {
+		key, _, _ := strings.Cut(line, "\t")
+		if key == "" || seen[key] {
+			continue
+		}
+		seen[key] = true
+		fmt.Fprintf(tw, "  %s\n", line)
+	}
+	_ = tw.Flush()
 	return b.String()
 }
