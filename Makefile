@@ -50,3 +50,29 @@ kube-down:
 
 clean:
 	rm -rf $(BIN) .spawner
+
+# Container images, FROM scratch around the static binary, so that building
+# them pulls nothing. The context holds only the binary and an empty data dir.
+DOCKER        ?= docker
+IMAGE_CONTEXT := .cache/images
+
+.PHONY: images compose-up compose-down compose-test
+
+## images: spawner:latest (every mode) and spawner-demo:latest (the demo app).
+images: build
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	cp $(SPAWNER) $(IMAGE_CONTEXT)/spawner
+	$(DOCKER) build -q -f build/spawner.Dockerfile -t spawner:latest $(IMAGE_CONTEXT)
+	$(DOCKER) build -q -f build/demo.Dockerfile -t spawner-demo:latest $(IMAGE_CONTEXT)
+
+## compose-up: the compose stack on 127.0.0.1:8080, detached, once /readyz answers.
+compose-up: images
+	@bash hack/compose-up.sh
+
+## compose-down: stop the stack and remove its session containers.
+compose-down:
+	@bash hack/compose-down.sh
+
+## compose-test: end to end through compose, as its own project "spawnertest".
+compose-test: images
+	SPAWNER_TEST_COMPOSE=1 $(GO) test -count=1 -v -run '^TestCompose' -timeout 20m ./integration/

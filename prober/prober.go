@@ -6,8 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -30,13 +30,12 @@ type Config struct {
 
 // Prober keeps its targets from a registry watch and probes them.
 type Prober struct {
-	cfg    Config
-	nc     *nats.Conn
-	reg    *registry.Registry
-	log    *slog.Logger
-	now    func() time.Time
-	subj   messages.Subjects
-	client *http.Client
+	cfg  Config
+	nc   *nats.Conn
+	reg  *registry.Registry
+	log  *slog.Logger
+	now  func() time.Time
+	subj messages.Subjects
 
 	mu      sync.Mutex
 	targets map[string]*target
@@ -44,8 +43,29 @@ type Prober struct {
 
 type target struct {
 	statusURL    string
+	client       *statusClient
 	failingSince time.Time
 	probing      bool
+	// slot is the part of the interval in which the target is probed.
+	slot int
+}
+
+// maxSlots and minSlot spread probes over the interval instead of sending
+// every probe at each tick: at 10,000 sessions the burst outlasted the
+// interval, so some targets missed rounds and reaping lagged by rounds.
+const (
+	maxSlots = 50
+	minSlot  = 20 * time.Millisecond
+)
+
+// slots is how many parts the interval is split into.
+func (p *Prober) slots() int { return max(1, min(maxSlots, int(p.cfg.Interval/minSlot))) }
+
+// slotOf spreads targets over the slots by their random ids.
+func (p *Prober) slotOf(id string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return int(h.Sum32() % uint32(p.slots()))
 }
 
 // New builds a prober; now is its clock.
@@ -58,18 +78,8 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 		return nil, fmt.Errorf("probe interval and timeout must be positive")
 	}
 	cfg.Concurrency = max(cfg.Concurrency, 1)
-	transport := &http.Transport{
-		Proxy:               nil,
-		MaxIdleConnsPerHost: 1,
-		// Keep one connection per target between rounds: reconnecting to
-		// thousands of targets every interval costs more than holding them.
-		IdleConnTimeout:       2*cfg.Interval + time.Second,
-		ResponseHeaderTimeout: cfg.Timeout,
-		DisableCompression:    true,
-	}
 	return &Prober{
 		cfg: cfg, nc: nc, reg: reg, now: now, subj: subj, log: log.With("component", "prober"),
-		client:  &http.Client{Timeout: cfg.Timeout, Transport: transport},
 		targets: map[string]*target{},
 	}, nil
 }
@@ -78,14 +88,15 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 func (p *Prober) Run(ctx context.Context) error {
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- p.watch(ctx) }()
-	t := time.NewTicker(p.cfg.Interval)
+	slots := p.slots()
+	t := time.NewTicker(p.cfg.Interval / time.Duration(slots))
 	defer t.Stop()
-	defer p.client.CloseIdleConnections()
+	defer p.closeClients()
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	p.log.Info("prober started", "interval", p.cfg.Interval)
-	for {
+	for slot := 0; ; slot = (slot + 1) % slots {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -93,7 +104,7 @@ func (p *Prober) Run(ctx context.Context) error {
 			return err
 		case <-t.C:
 		}
-		for id, tg := range p.due() {
+		for id, tg := range p.due(slot) {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -107,16 +118,16 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 }
 
-// due returns the targets not already being probed, so a slow target is
-// never probed twice at once.
-func (p *Prober) due() map[string]string {
+// due returns the targets of slot not already being probed, so a slow
+// target is never probed twice at once.
+func (p *Prober) due(slot int) map[string]*statusClient {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]string, len(p.targets))
+	out := make(map[string]*statusClient, len(p.targets)/p.slots()+1)
 	for id, t := range p.targets {
-		if !t.probing {
+		if t.slot == slot && !t.probing {
 			t.probing = true
-			out[id] = t.statusURL
+			out[id] = t.client
 		}
 	}
 	return out
@@ -131,14 +142,21 @@ func (p *Prober) watch(ctx context.Context) error {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			if c.Deleted || c.Session.Status != messages.StatusReady || c.Session.StatusURL == "" {
-				delete(p.targets, c.ID)
+				if t, ok := p.targets[c.ID]; ok {
+					t.client.close()
+					delete(p.targets, c.ID)
+				}
 				return
 			}
 			if t, ok := p.targets[c.ID]; ok {
-				t.statusURL = c.Session.StatusURL
+				if t.statusURL != c.Session.StatusURL {
+					t.client.close()
+					t.statusURL, t.client = c.Session.StatusURL, newStatusClient(c.Session.StatusURL, p.cfg)
+				}
 				return
 			}
-			p.targets[c.ID] = &target{statusURL: c.Session.StatusURL}
+			p.targets[c.ID] = &target{statusURL: c.Session.StatusURL, client: newStatusClient(c.Session.StatusURL, p.cfg),
+				slot: p.slotOf(c.ID)}
 		})
 		if ctx.Err() != nil {
 			return nil
@@ -153,9 +171,9 @@ func (p *Prober) watch(ctx context.Context) error {
 	}
 }
 
-func (p *Prober) probe(ctx context.Context, id, statusURL string) {
+func (p *Prober) probe(ctx context.Context, id string, client *statusClient) {
 	start := p.now()
-	st, err := p.fetch(ctx, statusURL)
+	st, err := client.fetch(p.cfg.Timeout)
 	took := p.now().Sub(start)
 	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: took.Seconds()}
 	if ctx.Err() == nil {
@@ -186,20 +204,4 @@ func (p *Prober) probe(ctx context.Context, id, statusURL string) {
 	if err := p.nc.Publish(p.subj.Heartbeat(id), data); err != nil {
 		p.log.Warn("publish heartbeat", "session_id", id, "err", err)
 	}
-}
-
-func (p *Prober) fetch(ctx context.Context, url string) (messages.AppStatus, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return messages.AppStatus{}, err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return messages.AppStatus{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return messages.AppStatus{}, fmt.Errorf("/status answered %s", resp.Status)
-	}
-	return messages.DecodeAppStatus(resp.Body)
 }

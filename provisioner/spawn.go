@@ -175,8 +175,13 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		log.Warn("spawn failed", "err", err)
 		p.rollback(ctx, s, rev, err, start)
 		code, failure := messages.CodeSpawnFailed, metrics.FailBackend
+		var backendErr *messages.Error
 		if timedOut {
 			code, failure = messages.CodeTimeout, metrics.FailTimeout
+		} else if errors.As(err, &backendErr) && backendErr.Code == messages.CodeUnavailable {
+			// The backend could not be reached (an API server down): a 503
+			// the client may retry, not a failure of this spawn's app.
+			code = messages.CodeUnavailable
 		}
 		p.cfg.Metrics.SpawnFailed(failure, p.now().Sub(start))
 		return messages.SpawnReply{}, messages.Errorf(code, "session %s: %v", id, err)

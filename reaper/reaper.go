@@ -47,6 +47,7 @@ type Reaper struct {
 
 	mu       sync.Mutex
 	stopping map[string]bool
+	records  *records
 }
 
 // New builds a reaper; now is its clock.
@@ -63,7 +64,7 @@ func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Regist
 	}
 	cfg.Concurrency = max(cfg.Concurrency, 1)
 	return &Reaper{cfg: cfg, js: js, nc: nc, reg: reg, now: now, subj: subj,
-		log: log.With("component", "reaper"), stopping: map[string]bool{}}, nil
+		log: log.With("component", "reaper"), stopping: map[string]bool{}, records: newRecords()}, nil
 }
 
 // Run consumes heartbeats until ctx is done and returns nil then.
@@ -86,6 +87,7 @@ func (r *Reaper) Run(ctx context.Context) error {
 	}
 	sem := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
+	wg.Go(func() { r.watchRecords(ctx) })
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -118,7 +120,7 @@ func (r *Reaper) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Term()
 		return
 	}
-	entry, err := r.reg.Get(ctx, hb.SessionID)
+	s, err := r.session(ctx, hb.SessionID)
 	if errors.Is(err, registry.ErrNotFound) {
 		_ = msg.Ack()
 		return
@@ -127,7 +129,7 @@ func (r *Reaper) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
-	reason, detail := r.decide(entry.Session, hb)
+	reason, detail := r.decide(s, hb)
 	if reason == "" {
 		_ = msg.Ack()
 		return
@@ -174,22 +176,28 @@ func (r *Reaper) expired(s messages.Session, now time.Time) (messages.Reason, st
 }
 
 func (r *Reaper) sweep(ctx context.Context) {
-	entries, err := r.reg.List(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Warn("lifetime sweep", "err", err)
+	sessions, ok := r.records.all()
+	if !ok {
+		entries, err := r.reg.List(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("lifetime sweep", "err", err)
+			}
+			return
 		}
-		return
+		for _, e := range entries {
+			sessions = append(sessions, e.Session)
+		}
 	}
 	now := r.now()
-	for _, e := range entries {
-		if e.Session.Status != messages.StatusReady || e.Session.Pooled {
+	for _, s := range sessions {
+		if s.Status != messages.StatusReady || s.Pooled {
 			continue
 		}
-		if reason, detail := r.expired(e.Session, now); reason != "" {
+		if reason, detail := r.expired(s, now); reason != "" {
 			go func() {
-				if err := r.stop(ctx, e.Session.ID, reason, detail); err != nil && ctx.Err() == nil {
-					r.log.Error("stop", "session_id", e.Session.ID, "reason", reason, "err", err)
+				if err := r.stop(ctx, s.ID, reason, detail); err != nil && ctx.Err() == nil {
+					r.log.Error("stop", "session_id", s.ID, "reason", reason, "err", err)
 				}
 			}()
 		}

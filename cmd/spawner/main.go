@@ -31,6 +31,8 @@ Usage:
   spawner nats         a standalone NATS server with JetStream
   spawner sidecar      serves /status from the kernel's TCP table (SPAWNER_APP_PORT)
   spawner demo         the bundled demo app, on $PORT
+  spawner sessions     ls|get|new|rm: manage sessions through the API
+  spawner events       print session lifecycle events as they happen
   spawner help         this text and every setting
 
 Settings come from the environment; "spawner help" lists them.
@@ -60,6 +62,10 @@ func run(ctx context.Context, mode string, args []string) error {
 		return runSidecar(ctx)
 	case "nats":
 		return runNATS(ctx)
+	case "sessions":
+		return runSessions(ctx, args, os.Stdout, os.Stderr)
+	case "events":
+		return runEvents(ctx, args, os.Stdout, os.Stderr)
 	case "all", "gateway", "provisioner", "prober", "reaper":
 		return runComponents(ctx, app.Mode(mode))
 	default:

@@ -33,11 +33,20 @@ func newReadinessClient() readinessClient {
 	}}
 }
 
-// backoff starts small because most apps are up within milliseconds, and
-// grows so that a slow app is not hammered.
+// fastPolls is how many polls come 1 ms apart before the backoff grows.
+// Most apps are up within tens of milliseconds, and a poll of a port that
+// is not listening yet costs one refused connect, so polling steadily
+// first wins the time a doubling backoff loses: an app ready at 17 ms
+// would otherwise be seen at 31 ms.
+const fastPolls = 50
+
+// backoff polls every millisecond for about the first fastPolls ms, then
+// doubles up to 50 ms so that a slow app is not hammered.
 func backoff(attempt int) time.Duration {
-	d := time.Millisecond << min(attempt, 6)
-	return min(d, 50*time.Millisecond)
+	if attempt < fastPolls {
+		return time.Millisecond
+	}
+	return min(time.Millisecond<<min(attempt-fastPolls+1, 6), 50*time.Millisecond)
 }
 
 // awaitStatus polls the app's /status until it says listening, the app

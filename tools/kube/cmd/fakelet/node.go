@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -42,7 +43,7 @@ func (n *node) labels() map[string]string {
 	return map[string]string{
 		corev1.LabelHostname:   n.name,
 		corev1.LabelOSStable:   "linux",
-		corev1.LabelArchStable: "amd64",
+		corev1.LabelArchStable: runtime.GOARCH,
 		"type":                 "fakelet",
 	}
 }
@@ -74,7 +75,7 @@ func (n *node) desiredStatus(now metav1.Time) corev1.NodeStatus {
 		NodeInfo: corev1.NodeSystemInfo{
 			KubeletVersion:          kubeletVersion,
 			OperatingSystem:         "linux",
-			Architecture:            "amd64",
+			Architecture:            runtime.GOARCH,
 			ContainerRuntimeVersion: "fakelet://" + kubeletVersion,
 		},
 	}

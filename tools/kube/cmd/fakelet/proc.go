@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/klog/v2"
 )
 
@@ -123,19 +123,19 @@ func (c *container) stop(grace time.Duration) {
 // HTTP GET or TCP probe, else a TCP connect to its first containerPort, else
 // nil (ready as soon as it runs).
 func readinessCheck(spec *corev1.Container, ip netip.Addr) func(ctx context.Context) bool {
-	port := func(p intOrName) int {
-		if p.name == "" {
-			return p.num
+	port := func(p intstr.IntOrString) int {
+		if p.Type == intstr.Int {
+			return p.IntValue()
 		}
 		for _, cp := range spec.Ports {
-			if cp.Name == p.name {
+			if cp.Name == p.StrVal {
 				return int(cp.ContainerPort)
 			}
 		}
 		return 0
 	}
 	if pr := spec.ReadinessProbe; pr != nil && pr.HTTPGet != nil {
-		addr := net.JoinHostPort(ip.String(), strconv.Itoa(port(intOrNameOf(pr.HTTPGet.Port))))
+		addr := net.JoinHostPort(ip.String(), strconv.Itoa(port(pr.HTTPGet.Port)))
 		url := fmt.Sprintf("http://%s%s", addr, pr.HTTPGet.Path)
 		return func(ctx context.Context) bool {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -152,7 +152,7 @@ func readinessCheck(spec *corev1.Container, ip netip.Addr) func(ctx context.Cont
 	}
 	p := 0
 	if pr := spec.ReadinessProbe; pr != nil && pr.TCPSocket != nil {
-		p = port(intOrNameOf(pr.TCPSocket.Port))
+		p = port(pr.TCPSocket.Port)
 	} else if len(spec.Ports) > 0 {
 		p = int(spec.Ports[0].ContainerPort)
 	}
@@ -192,21 +192,6 @@ func (c *container) probeUntilReady(ctx context.Context, check func(context.Cont
 		case <-tick.C:
 		}
 	}
-}
-
-type intOrName struct {
-	num  int
-	name string
-}
-
-func intOrNameOf(v interface {
-	String() string
-	IntValue() int
-}) intOrName {
-	if n := v.IntValue(); n != 0 {
-		return intOrName{num: n}
-	}
-	return intOrName{name: v.String()}
 }
 
 // ipPool hands out loopback addresses next-fit, so a freed address is not

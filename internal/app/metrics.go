@@ -1,0 +1,46 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/oklog/run"
+
+	"github.com/spawnerhq/spawner/internal/metrics"
+	"github.com/spawnerhq/spawner/internal/registry"
+)
+
+// MetricsAddr is the address of the SPAWNER_METRICS_ADDR listener, once
+// started; empty when there is none.
+func (m *Main) MetricsAddr() string { return m.metricsAddr }
+
+// useMetrics creates this process's collectors and hands them to every
+// component through its Config, so one /metrics shows them all.
+func (m *Main) useMetrics() *metrics.Metrics {
+	mx := metrics.New()
+	m.Config.Gateway.Metrics = mx
+	m.Config.Provisioner.Metrics = mx
+	m.Config.Prober.Metrics = mx
+	m.Config.Reaper.Metrics = mx
+	return mx
+}
+
+// addMetrics keeps the live-session gauge where a gateway runs and serves
+// /metrics on SPAWNER_METRICS_ADDR when it is set.
+func (m *Main) addMetrics(ctx context.Context, g *run.Group, mode Mode, mx *metrics.Metrics, reg *registry.Registry) error {
+	if mode == ModeAll || mode == ModeGateway {
+		addActor(ctx, g, func(ctx context.Context) error { return mx.WatchSessions(ctx, reg, m.Log) })
+	}
+	addr := m.Config.Common.MetricsAddr
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	m.metricsAddr = ln.Addr().String()
+	addActor(ctx, g, func(ctx context.Context) error { return mx.Serve(ctx, ln, m.Log) })
+	return nil
+}

@@ -1,0 +1,230 @@
+// Package docker is the Docker backend: each session is a container on a
+// user-defined bridge network, started through the Engine API, with its
+// limits, labels and privileges set by Spawner rather than by the image.
+package docker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/client"
+	units "github.com/docker/go-units"
+
+	"github.com/spawnerhq/spawner/provisioner"
+)
+
+// The labels Spawner puts on every container and network it creates. The
+// network label scopes an installation: List and the exit watcher see only
+// containers of this backend's network, so two installations on one engine
+// never reap each other's sessions.
+const (
+	LabelManagedBy = "spawner.dev/managed-by"
+	LabelSession   = "spawner.dev/session-id"
+	LabelRole      = "spawner.dev/role"
+	LabelNetwork   = "spawner.dev/network"
+	// ManagedBy is the value of LabelManagedBy.
+	ManagedBy = "spawner"
+)
+
+// The roles of a session's containers, in LabelRole.
+const (
+	RoleApp     = "app"
+	RoleSidecar = "sidecar"
+)
+
+// SidecarPort is where the sidecar serves /status, inside the app's
+// network namespace.
+const SidecarPort = 7070
+
+// Config holds the Docker backend's settings. The engine itself is found
+// the way the docker CLI finds it: DOCKER_HOST, DOCKER_CERT_PATH and
+// DOCKER_TLS_VERIFY, else the local socket.
+type Config struct {
+	// Image is the session app's image. It must already be on the engine:
+	// the backend never pulls.
+	Image string `envconfig:"APPLICATION_IMAGE" default:"spawner-demo:latest"`
+	// Port is where the app listens inside its container; it gets it as PORT.
+	Port int `envconfig:"APPLICATION_PORT" default:"8080"`
+	// Network is the user-defined bridge network sessions join, created if
+	// missing.
+	Network string `envconfig:"DOCKER_NETWORK" default:"spawner"`
+	// Route is how the proxy reaches a container: "ip" (its address on the
+	// network) or "name" (its container name, resolved by Docker's DNS,
+	// when Spawner itself runs on that network).
+	Route string `envconfig:"DOCKER_ROUTE" default:"ip"`
+	// Memory limits each app container, in Docker's notation (256m, 1g);
+	// 0 means no limit.
+	Memory string `envconfig:"DOCKER_MEMORY" default:"256m"`
+	// CPUs limits each app container; 0 means no limit.
+	CPUs float64 `envconfig:"DOCKER_CPUS" default:"1"`
+	// PidsLimit bounds the processes in each app container, so that a fork
+	// bomb stays inside its session; 0 means no limit.
+	PidsLimit int64 `envconfig:"DOCKER_PIDS_LIMIT" default:"512"`
+	// ReadOnly mounts the app's root filesystem read-only, with a small
+	// tmpfs on /tmp.
+	ReadOnly bool `envconfig:"DOCKER_READ_ONLY"`
+	// StatusSource is "app" (the app serves /status) or "sidecar" (a second
+	// container in the app's network namespace serves it).
+	StatusSource string `envconfig:"STATUS_SOURCE" default:"app"`
+	// SidecarImage runs "spawner sidecar"; its entrypoint must be spawner.
+	SidecarImage string `envconfig:"SIDECAR_IMAGE" default:"spawner:latest"`
+}
+
+// Backend runs sessions as Docker containers.
+type Backend struct {
+	cfg      Config
+	memory   int64
+	nanoCPUs int64
+	cli      *client.Client
+	log      *slog.Logger
+	http     readinessClient
+
+	mu sync.Mutex
+	// starting holds sessions whose Start is in flight; Start handles
+	// their exits itself.
+	starting map[string]bool
+	// stopping holds when Stop last began for a session, so that the die
+	// events its removal causes are not reported as exits.
+	stopping map[string]time.Time
+}
+
+// networkPattern is Docker's rule for network names, so a typo fails at
+// start rather than at the first spawn.
+var networkPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// New checks cfg and connects to the engine lazily: the first call does
+// the API version negotiation.
+func New(cfg Config, log *slog.Logger) (*Backend, error) {
+	if cfg.Image == "" {
+		return nil, errors.New("docker backend: no application image")
+	}
+	if cfg.Port <= 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("docker backend: application port %d: want 1-65535", cfg.Port)
+	}
+	if !networkPattern.MatchString(cfg.Network) {
+		return nil, fmt.Errorf("docker backend: network %q is not a valid network name", cfg.Network)
+	}
+	switch cfg.Route {
+	case "", "ip":
+		cfg.Route = "ip"
+	case "name":
+	default:
+		return nil, fmt.Errorf("docker backend: route %q: want ip or name", cfg.Route)
+	}
+	switch cfg.StatusSource {
+	case "", "app":
+		cfg.StatusSource = "app"
+	case "sidecar":
+		if cfg.SidecarImage == "" {
+			return nil, errors.New("docker backend: sidecar status source needs a sidecar image")
+		}
+	default:
+		return nil, fmt.Errorf("docker backend: status source %q: want app or sidecar", cfg.StatusSource)
+	}
+	memory, err := parseMemory(cfg.Memory)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CPUs < 0 || cfg.CPUs > 1024 {
+		return nil, fmt.Errorf("docker backend: cpus %g: want 0 (no limit) to 1024", cfg.CPUs)
+	}
+	if cfg.PidsLimit < 0 {
+		return nil, fmt.Errorf("docker backend: pids limit %d: want 0 (no limit) or more", cfg.PidsLimit)
+	}
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker backend: engine client: %w", err)
+	}
+	return &Backend{
+		cfg: cfg, memory: memory, nanoCPUs: int64(cfg.CPUs * 1e9), cli: cli,
+		log: log.With("component", "docker-backend"), http: newReadinessClient(),
+		starting: map[string]bool{}, stopping: map[string]time.Time{},
+	}, nil
+}
+
+// parseMemory reads Docker's notation, where "m" means MiB as in
+// "docker run --memory".
+func parseMemory(s string) (int64, error) {
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	n, err := units.RAMInBytes(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("docker backend: memory %q: want a size such as 256m or 1g", s)
+	}
+	// The engine refuses less than 6 MiB; saying so here is clearer.
+	if n < 6<<20 {
+		return 0, fmt.Errorf("docker backend: memory %q is under the engine's minimum of 6m", s)
+	}
+	return n, nil
+}
+
+// appName is the app container's name, which Docker's DNS resolves on the
+// network when the route is "name".
+func appName(sessionID string) string { return "spawner-" + sessionID }
+
+func sidecarName(sessionID string) string { return "spawner-" + sessionID + "-sidecar" }
+
+// endpoint is the host part of a session's upstream: its IP or its name.
+func (b *Backend) endpoint(sessionID, ip string) string {
+	if b.cfg.Route == "name" {
+		return appName(sessionID)
+	}
+	return ip
+}
+
+func (b *Backend) instance(sessionID, host, handle string) provisioner.Instance {
+	upstream := net.JoinHostPort(host, strconv.Itoa(b.cfg.Port))
+	statusURL := "http://" + upstream + "/status"
+	if b.cfg.StatusSource == "sidecar" {
+		// The sidecar shares the app's network namespace, so it answers on
+		// the app's address.
+		statusURL = "http://" + net.JoinHostPort(host, strconv.Itoa(SidecarPort)) + "/status"
+	}
+	return provisioner.Instance{SessionID: sessionID, Upstream: upstream, StatusURL: statusURL, Handle: handle}
+}
+
+func (b *Backend) setStarting(id string, on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if on {
+		b.starting[id] = true
+	} else {
+		delete(b.starting, id)
+	}
+}
+
+func (b *Backend) markStopping(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	// Die events arrive within moments of a removal; older marks only
+	// take memory.
+	for k, t := range b.stopping {
+		if now.Sub(t) > stoppingMemory {
+			delete(b.stopping, k)
+		}
+	}
+	b.stopping[id] = now
+}
+
+// stoppingMemory is how long a stop keeps the session's die events quiet.
+const stoppingMemory = 2 * time.Minute
+
+// expected reports whether a container of the session ending is Spawner's
+// own doing: a start in flight or a recent stop.
+func (b *Backend) expected(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.starting[id] {
+		return true
+	}
+	t, ok := b.stopping[id]
+	return ok && time.Since(t) < stoppingMemory
+}

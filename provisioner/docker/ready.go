@@ -1,0 +1,136 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/spawnerhq/spawner/messages"
+)
+
+type readinessClient struct {
+	http *http.Client
+}
+
+func newReadinessClient() readinessClient {
+	return readinessClient{http: &http.Client{
+		Timeout: 2 * time.Second,
+		Transport: &http.Transport{
+			// Each probe targets a new container, and a pooled connection
+			// would count as activity in the app's /status.
+			DisableKeepAlives: true,
+			// Container addresses are local; a proxy from the environment
+			// could not reach them.
+			Proxy: nil,
+		},
+	}}
+}
+
+// exitEvent is a container of a starting session that stopped running.
+type exitEvent struct {
+	role string
+	id   string
+	code int64
+}
+
+// waitExit reports on exited when the container stops running, until ctx
+// ends. If the engine's wait fails, readiness still ends at the deadline.
+func (b *Backend) waitExit(ctx context.Context, role, id string, exited chan<- exitEvent) {
+	respC, errC := b.cli.ContainerWait(ctx, id, container.WaitConditionNotRunning)
+	go func() {
+		select {
+		case r := <-respC:
+			exited <- exitEvent{role: role, id: id, code: r.StatusCode}
+		case <-errC:
+		}
+	}()
+}
+
+// backoff starts small because a container's app is often up within tens
+// of milliseconds, and grows so that a slow one is not hammered.
+func backoff(attempt int) time.Duration {
+	return min(5*time.Millisecond<<min(attempt, 5), 100*time.Millisecond)
+}
+
+// awaitReady polls statusURL until it says listening, a container exits,
+// or ctx ends.
+func (b *Backend) awaitReady(ctx context.Context, statusURL string, exited <-chan exitEvent) error {
+	var last error
+	for attempt := 0; ; attempt++ {
+		ok, err := b.http.listening(ctx, statusURL)
+		if ok {
+			return nil
+		}
+		last = err
+		select {
+		case e := <-exited:
+			return b.exitError(ctx, e)
+		case <-ctx.Done():
+			if last == nil {
+				last = fmt.Errorf("%s did not report listening", statusURL)
+			}
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func (c readinessClient) listening(ctx context.Context, url string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	st, err := messages.DecodeAppStatus(resp.Body)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", url, err)
+	}
+	return st.Listening, nil
+}
+
+// exitError says why a container ended before its session was ready. Its
+// output goes to the log, not into the error, because the error travels to
+// API clients and the output may hold anything the app printed.
+func (b *Backend) exitError(ctx context.Context, e exitEvent) error {
+	reason := fmt.Sprintf("exit code %d", e.code)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if info, err := b.cli.ContainerInspect(ctx, e.id); err == nil && info.State != nil && info.State.OOMKilled {
+		reason += ", killed for exceeding its memory limit"
+	}
+	if tail := b.outputTail(ctx, e.id); tail != "" {
+		b.log.Warn("container exited before ready", "role", e.role, "container", short(e.id), "reason", reason, "output", tail)
+	}
+	return fmt.Errorf("the %s container %s exited before it was ready (%s); its last output is in the provisioner's log", e.role, short(e.id), reason)
+}
+
+// outputTail returns the container's last lines of output, at most 2 KiB.
+func (b *Backend) outputTail(ctx context.Context, id string) string {
+	rc, err := b.cli.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "10"})
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	// Containers without a TTY multiplex stdout and stderr in one stream.
+	_, _ = stdcopy.StdCopy(&out, &out, io.LimitReader(rc, 64<<10))
+	s := strings.TrimSpace(out.String())
+	if len(s) > 2048 {
+		s = s[len(s)-2048:]
+	}
+	return s
+}

@@ -1,0 +1,383 @@
+// Package kube is the Kubernetes backend: each session is a Pod and a
+// ClusterIP Service in one namespace. A single shared informer on the
+// managed pods feeds readiness, exits and reconciliation, so a spawn never
+// opens a watch of its own.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/spawnerhq/spawner/messages"
+	"github.com/spawnerhq/spawner/provisioner"
+)
+
+// Config holds the Kubernetes backend's settings.
+type Config struct {
+	// Kubeconfig is used outside a pod; empty means $KUBECONFIG or
+	// ~/.kube/config. Inside a pod the in-cluster config wins unless set.
+	Kubeconfig string `envconfig:"KUBECONFIG"`
+	// Namespace holds every session's Pod and Service.
+	Namespace string `envconfig:"NAMESPACE" default:"spawner"`
+	// Image runs in the container named app; it may instead come from
+	// the pod template.
+	Image string `envconfig:"APPLICATION_IMAGE"`
+	// Port is the app's containerPort, handed to it as $PORT.
+	Port int `envconfig:"APPLICATION_PORT" default:"8080"`
+	// PodTemplate is a YAML file (a Pod or a PodTemplate) supplying
+	// everything Spawner does not set itself.
+	PodTemplate   string `envconfig:"POD_TEMPLATE"`
+	ClusterDomain string `envconfig:"CLUSTER_DOMAIN" default:"cluster.local"`
+	// Route is "service" (the Service's DNS name, the default) or
+	// "pod-ip" (the pod's IP, for proxies outside the cluster DNS).
+	Route string `envconfig:"KUBE_ROUTE" default:"service"`
+	// StatusSource is "app" (the app serves /status) or "sidecar" (a
+	// native sidecar serves it from the pod's TCP table).
+	StatusSource string `envconfig:"STATUS_SOURCE" default:"app"`
+	SidecarImage string `envconfig:"SIDECAR_IMAGE"`
+	SidecarPort  int    `envconfig:"SIDECAR_PORT" default:"7070"`
+	// RunAsNonRoot runs pods as RunAsUser unless the template says
+	// otherwise; turn it off for images that need root.
+	RunAsNonRoot bool   `envconfig:"KUBE_RUN_AS_NON_ROOT" default:"true"`
+	RunAsUser    int64  `envconfig:"KUBE_RUN_AS_USER" default:"65532"`
+	CPURequest   string `envconfig:"KUBE_CPU_REQUEST" default:"100m"`
+	MemRequest   string `envconfig:"KUBE_MEMORY_REQUEST" default:"128Mi"`
+	CPULimit     string `envconfig:"KUBE_CPU_LIMIT" default:"1"`
+	MemLimit     string `envconfig:"KUBE_MEMORY_LIMIT" default:"512Mi"`
+	// StopGrace becomes the pod's termination grace period unless the
+	// template sets one.
+	StopGrace time.Duration `envconfig:"STOP_GRACE" default:"3s"`
+	// APITimeout bounds each API call with its retries, so an unreachable
+	// API server fails a spawn promptly instead of at the spawn timeout.
+	APITimeout time.Duration `envconfig:"KUBE_API_TIMEOUT" default:"5s"`
+	// QPS and Burst limit this client's request rate; client-go's own
+	// defaults (5 and 10) would serialise a burst of spawns.
+	QPS   float32 `envconfig:"KUBE_QPS" default:"100"`
+	Burst int     `envconfig:"KUBE_BURST" default:"200"`
+}
+
+// The routes a Config may choose.
+const (
+	RouteService = "service"
+	RoutePodIP   = "pod-ip"
+)
+
+// Backend runs sessions as pods.
+type Backend struct {
+	cfg      Config
+	client   kubernetes.Interface
+	log      *slog.Logger
+	template *corev1.Pod
+	defaults defaults
+	status   statusClient
+
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+	lister   corelisters.PodLister
+	synced   chan struct{}
+
+	mu sync.Mutex
+	// waiters wakes the Start waiting on a session when its pod changes.
+	waiters map[string]chan struct{}
+	// stopping holds the sessions this backend deletes, with when, so
+	// their disappearance is not reported as lost.
+	stopping map[string]time.Time
+	// absent holds sessions whose pod create was refused outright, so
+	// the rollback's Stop needs no API server.
+	absent map[string]bool
+	// reported holds the pods already reported as ended, by UID.
+	reported map[string]bool
+	exits    chan<- provisioner.Exit
+	done     <-chan struct{}
+}
+
+// New connects to the cluster from cfg and returns the backend; Run must
+// be running for Start and List to answer.
+func New(cfg Config, log *slog.Logger) (*Backend, error) {
+	rest, err := restConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(rest)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return NewWithClient(cfg, client, log)
+}
+
+// NewWithClient returns the backend using client, as tests do with a
+// fake clientset.
+func NewWithClient(cfg Config, client kubernetes.Interface, log *slog.Logger) (*Backend, error) {
+	cfg, d, err := checkConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var tmpl *corev1.Pod
+	if cfg.PodTemplate != "" {
+		if tmpl, err = LoadTemplate(cfg.PodTemplate); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Image == "" && templateImage(tmpl) == "" {
+		return nil, errors.New("kubernetes backend: set SPAWNER_APPLICATION_IMAGE or give the app container an image in the pod template")
+	}
+	b := &Backend{
+		cfg: cfg, client: client, log: log.With("component", "kube-backend"), template: tmpl, defaults: d,
+		status: newStatusClient(), synced: make(chan struct{}),
+		waiters: map[string]chan struct{}{}, stopping: map[string]time.Time{},
+		absent: map[string]bool{}, reported: map[string]bool{},
+	}
+	b.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithNamespace(cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector }))
+	pods := b.factory.Core().V1().Pods()
+	b.informer, b.lister = pods.Informer(), pods.Lister()
+	if err := b.informer.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		b.log.Warn("pod watch failed; retrying", "namespace", cfg.Namespace, "err", err)
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := b.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { b.onPod(obj, false) },
+		UpdateFunc: func(_, obj any) { b.onPod(obj, false) },
+		DeleteFunc: func(obj any) { b.onPod(obj, true) },
+	}); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// defaults are the parsed resource settings.
+type defaults struct {
+	requests, limits corev1.ResourceList
+}
+
+func checkConfig(cfg Config) (Config, defaults, error) {
+	var d defaults
+	if cfg.Namespace == "" {
+		cfg.Namespace = "spawner"
+	}
+	if errs := validation.IsDNS1123Label(cfg.Namespace); len(errs) > 0 {
+		return cfg, d, fmt.Errorf("kubernetes backend: namespace %q: %v", cfg.Namespace, errs)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 8080
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		return cfg, d, fmt.Errorf("kubernetes backend: application port %d: want 1-65535", cfg.Port)
+	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = "cluster.local"
+	}
+	switch cfg.Route {
+	case "":
+		cfg.Route = RouteService
+	case RouteService, RoutePodIP:
+	default:
+		return cfg, d, fmt.Errorf("kubernetes backend: route %q: want %s or %s", cfg.Route, RouteService, RoutePodIP)
+	}
+	switch cfg.StatusSource {
+	case "", "app":
+		cfg.StatusSource = "app"
+	case "sidecar":
+		if cfg.SidecarImage == "" {
+			return cfg, d, errors.New("kubernetes backend: the sidecar status source needs SPAWNER_SIDECAR_IMAGE")
+		}
+		if cfg.SidecarPort == 0 {
+			cfg.SidecarPort = 7070
+		}
+		if cfg.SidecarPort < 1 || cfg.SidecarPort > 65535 || cfg.SidecarPort == cfg.Port {
+			return cfg, d, fmt.Errorf("kubernetes backend: sidecar port %d: want 1-65535, not the app port", cfg.SidecarPort)
+		}
+	default:
+		return cfg, d, fmt.Errorf("kubernetes backend: status source %q: want app or sidecar", cfg.StatusSource)
+	}
+	if cfg.RunAsUser < 0 {
+		return cfg, d, fmt.Errorf("kubernetes backend: run-as user %d is negative", cfg.RunAsUser)
+	}
+	d.requests, d.limits = corev1.ResourceList{}, corev1.ResourceList{}
+	for _, q := range []struct {
+		list  corev1.ResourceList
+		name  corev1.ResourceName
+		value string
+	}{
+		{d.requests, corev1.ResourceCPU, cfg.CPURequest}, {d.requests, corev1.ResourceMemory, cfg.MemRequest},
+		{d.limits, corev1.ResourceCPU, cfg.CPULimit}, {d.limits, corev1.ResourceMemory, cfg.MemLimit},
+	} {
+		if q.value == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			return cfg, d, fmt.Errorf("kubernetes backend: %s quantity %q: %w", q.name, q.value, err)
+		}
+		q.list[q.name] = v
+	}
+	if cfg.StopGrace < 0 {
+		cfg.StopGrace = 0
+	}
+	if cfg.APITimeout <= 0 {
+		cfg.APITimeout = 5 * time.Second
+	}
+	return cfg, d, nil
+}
+
+// Run runs the pod informer until ctx is done, reporting managed pods that
+// end on their own. Pods outlive it: a restarted provisioner adopts them.
+func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {
+	b.mu.Lock()
+	b.exits, b.done = exits, ctx.Done()
+	b.mu.Unlock()
+	b.factory.Start(ctx.Done())
+	if cache.WaitForCacheSync(ctx.Done(), b.informer.HasSynced) {
+		close(b.synced)
+		b.log.Info("pod cache synced", "namespace", b.cfg.Namespace)
+	}
+	<-ctx.Done()
+	b.factory.Shutdown()
+	b.mu.Lock()
+	b.exits = nil
+	b.mu.Unlock()
+	return nil
+}
+
+// waitSynced waits until the informer has listed the pods once.
+func (b *Backend) waitSynced(ctx context.Context) error {
+	select {
+	case <-b.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("the pod cache of namespace %s has not synced: %w", b.cfg.Namespace, ctx.Err())
+	}
+}
+
+// Start creates the session's Pod and Service and returns once the pod is
+// Ready and its /status says listening. On failure it deletes both.
+func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Instance, error) {
+	if !messages.ValidSessionID(spec.SessionID) {
+		return provisioner.Instance{}, fmt.Errorf("session id %q is not valid", spec.SessionID)
+	}
+	id := spec.SessionID
+	notify := b.watch(id)
+	defer b.unwatch(id)
+	created, err := b.createPod(ctx, b.podFor(spec))
+	if err != nil {
+		return provisioner.Instance{}, err
+	}
+	// The Service needs the pod's UID for its owner reference, and is
+	// created while the pod starts so it adds no latency.
+	svcErr := make(chan error, 1)
+	go func() { svcErr <- b.createService(ctx, b.serviceFor(created)) }()
+	inst, err := b.awaitReady(ctx, created, notify)
+	if sErr := <-svcErr; err == nil && sErr != nil {
+		err = sErr
+	}
+	if err != nil {
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if sErr := b.Stop(cleanup, id); sErr != nil {
+			b.log.Error("clean up failed spawn", "session_id", id, "err", sErr)
+		}
+		return provisioner.Instance{}, err
+	}
+	return inst, nil
+}
+
+// Stop deletes the session's Pod and Service. Missing objects are success.
+func (b *Backend) Stop(ctx context.Context, id string) error {
+	if !messages.ValidSessionID(id) {
+		return nil // No object can carry an invalid id's name.
+	}
+	b.mu.Lock()
+	if b.absent[id] {
+		delete(b.absent, id)
+		b.mu.Unlock()
+		return nil
+	}
+	now := time.Now()
+	for other, at := range b.stopping {
+		// Entries whose delete event never came (the pod was already gone).
+		if now.Sub(at) > 10*time.Minute {
+			delete(b.stopping, other)
+		}
+	}
+	b.stopping[id] = now
+	b.mu.Unlock()
+	name := ObjectName(id)
+	podErr := b.call(ctx, "delete pod "+name, func(ctx context.Context) error {
+		return ignoreNotFound(b.client.CoreV1().Pods(b.cfg.Namespace).Delete(ctx, name, deleteBackground()))
+	})
+	svcErr := b.call(ctx, "delete service "+name, func(ctx context.Context) error {
+		return ignoreNotFound(b.client.CoreV1().Services(b.cfg.Namespace).Delete(ctx, name, deleteBackground()))
+	})
+	return errors.Join(podErr, svcErr)
+}
+
+// List returns the managed pods from the informer's cache, leaving out
+// those already being deleted.
+func (b *Backend) List(ctx context.Context) ([]provisioner.Instance, error) {
+	// At start the first list is usually milliseconds away; during an
+	// outage, say so within APITimeout rather than hold up reconciliation.
+	select {
+	case <-b.synced:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(b.cfg.APITimeout):
+		return nil, messages.Errorf(messages.CodeUnavailable, "the pod cache of namespace %s has not synced yet", b.cfg.Namespace)
+	}
+	pods, err := b.lister.Pods(b.cfg.Namespace).List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list pods: %w", err)
+	}
+	out := make([]provisioner.Instance, 0, len(pods))
+	for _, pod := range pods {
+		// The selector already filters on the labels; checking again keeps
+		// an unfiltered cache from ever listing a stranger's pod.
+		if pod.DeletionTimestamp != nil || pod.Labels[LabelManagedBy] != ManagedBy || !messages.ValidSessionID(pod.Labels[LabelSessionID]) {
+			continue
+		}
+		out = append(out, b.instance(pod))
+	}
+	return out, nil
+}
+
+// instance describes pod as the proxy and the prober reach it.
+func (b *Backend) instance(pod *corev1.Pod) provisioner.Instance {
+	id := pod.Labels[LabelSessionID]
+	host := pod.Status.PodIP
+	if b.cfg.Route == RouteService {
+		host = fmt.Sprintf("%s.%s.svc.%s", ObjectName(id), pod.Namespace, b.cfg.ClusterDomain)
+	}
+	port := containerPort(pod, appContainer, portName, b.cfg.Port)
+	upstream := net.JoinHostPort(host, strconv.Itoa(port))
+	statusURL := "http://" + upstream + "/status"
+	if hasSidecar(pod) {
+		statusURL = "http://" + net.JoinHostPort(host, strconv.Itoa(containerPort(pod, sidecarContainer, statusPortName, b.cfg.SidecarPort))) + "/status"
+	}
+	return provisioner.Instance{SessionID: id, Upstream: upstream, StatusURL: statusURL,
+		Handle: "pod/" + pod.Namespace + "/" + pod.Name}
+}
+
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
