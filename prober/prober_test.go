@@ -3,6 +3,7 @@ package prober_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/spawnerhq/spawner/internal/testlog"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -343,32 +344,4 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-// testLogger keeps the component's log and prints it only if the test
-// fails. Components log from their own goroutines, which may outlive the
-// test by a moment, so the log must never call t.Log after the end.
-func testLogger(t *testing.T) *slog.Logger {
-	l := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log("log:\n" + l.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+func testLogger(t *testing.T) *slog.Logger { return testlog.New(t) }
