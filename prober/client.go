@@ -1,48 +1,56 @@
 package prober
 
 import (
-	"bytes"
+	"bufio"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
+	"sync"
 	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/spawnerhq/spawner/messages"
 )
 
-// statusClient probes one target over one kept-alive connection. It is a
-// fasthttp client rather than net/http's because an idle net/http
-// connection holds two goroutines and two 4 KiB buffers: at 10,000
-// sessions that was 20,000 goroutines and over 300 MB of the control
-// plane's memory. An idle fasthttp connection holds only its socket.
+// statusClient probes one target over one kept-alive connection. It is
+// not an http.Client because an idle net/http connection holds two
+// goroutines and two 4 KiB buffers: at 10,000 sessions that was 20,000
+// goroutines and over 300 MB of the control plane's memory. Here an idle
+// target holds only its socket; buffers are shared and responses are read
+// with net/http's own parser.
 type statusClient struct {
-	hc  *fasthttp.HostClient
-	uri string
-	err error
+	uri     string // the request target: path and query
+	host    string // the Host header
+	addr    string // host:port to dial
+	tls     bool
+	idleFor time.Duration
+	err     error
+
+	mu       sync.Mutex
+	conn     net.Conn
+	lastUsed time.Time
 }
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	dialer  = &net.Dialer{KeepAlive: -1}
+)
 
 func newStatusClient(statusURL string, cfg Config) *statusClient {
 	u, err := url.Parse(statusURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return &statusClient{err: fmt.Errorf("status URL %q is not an http(s) URL", statusURL)}
 	}
-	host := u.Host
+	addr := u.Host
 	if u.Port() == "" {
-		host += map[string]string{"http": ":80", "https": ":443"}[u.Scheme]
+		addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 	}
-	return &statusClient{uri: statusURL, hc: &fasthttp.HostClient{
-		Addr:  host,
-		IsTLS: u.Scheme == "https",
-		// One connection per target, kept between rounds: reconnecting to
-		// thousands of targets every interval costs more than holding them.
-		MaxConns:                 1,
-		MaxConnWaitTimeout:       cfg.Timeout,
-		MaxIdleConnDuration:      2*cfg.Interval + time.Second,
-		MaxResponseBodySize:      messages.MaxStatusBytes,
-		NoDefaultUserAgentHeader: true,
-		DisablePathNormalizing:   true,
-	}}
+	// Kept between rounds: reconnecting to thousands of targets every
+	// interval costs more than holding them.
+	return &statusClient{uri: u.RequestURI(), host: u.Host, addr: addr, tls: u.Scheme == "https",
+		idleFor: 2*cfg.Interval + time.Second}
 }
 
 // fetch reads the target's /status within timeout.
@@ -50,23 +58,98 @@ func (c *statusClient) fetch(timeout time.Duration) (messages.AppStatus, error) 
 	if c.err != nil {
 		return messages.AppStatus{}, c.err
 	}
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(c.uri)
-	if err := c.hc.DoTimeout(req, resp, timeout); err != nil {
-		return messages.AppStatus{}, fmt.Errorf("GET %s: %w", c.uri, err)
+	c.mu.Lock()
+	conn := c.conn
+	c.conn = nil
+	if conn != nil && time.Since(c.lastUsed) > c.idleFor {
+		_ = conn.Close() // the app may have closed it by now
+		conn = nil
 	}
-	if resp.StatusCode() != fasthttp.StatusOK {
-		return messages.AppStatus{}, fmt.Errorf("/status answered %d %s", resp.StatusCode(), fasthttp.StatusMessage(resp.StatusCode()))
+	c.mu.Unlock()
+	deadline := time.Now().Add(timeout)
+	reused := conn != nil
+	if !reused {
+		var err error
+		if conn, err = c.dial(deadline); err != nil {
+			return messages.AppStatus{}, err
+		}
 	}
-	return messages.DecodeAppStatus(bytes.NewReader(resp.Body()))
+	st, keep, answered, err := c.roundTrip(conn, deadline)
+	if reused && !answered {
+		// The app closed the kept connection while it sat idle; that says
+		// nothing about the app, so try once more on a new one.
+		_ = conn.Close()
+		if conn, err = c.dial(deadline); err != nil {
+			return messages.AppStatus{}, err
+		}
+		st, keep, _, err = c.roundTrip(conn, deadline)
+	}
+	if !keep {
+		_ = conn.Close()
+		return st, err
+	}
+	c.mu.Lock()
+	c.conn, c.lastUsed = conn, time.Now()
+	c.mu.Unlock()
+	return st, err
+}
+
+func (c *statusClient) dial(deadline time.Time) (net.Conn, error) {
+	conn, err := dialer.Dial("tcp", c.addr)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", c.uri, err)
+	}
+	if c.tls {
+		tc := tls.Client(conn, &tls.Config{ServerName: hostOnly(c.host), MinVersion: tls.VersionTLS12})
+		_ = tc.SetDeadline(deadline)
+		if err := tc.Handshake(); err != nil {
+			_ = conn.Close()
+			return nil, fmt.Errorf("GET %s: %w", c.uri, err)
+		}
+		conn = tc
+	}
+	return conn, nil
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// roundTrip sends one GET and reads the answer. keep says whether the
+// connection can carry the next probe, answered whether a response came.
+func (c *statusClient) roundTrip(conn net.Conn, deadline time.Time) (st messages.AppStatus, keep, answered bool, err error) {
+	_ = conn.SetDeadline(deadline)
+	if _, err := io.WriteString(conn, "GET "+c.uri+" HTTP/1.1\r\nHost: "+c.host+"\r\nAccept: application/json\r\n\r\n"); err != nil {
+		return st, false, false, fmt.Errorf("GET %s: %w", c.uri, err)
+	}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(conn)
+	defer func() { br.Reset(nil); readers.Put(br) }()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return st, false, false, fmt.Errorf("GET %s: %w", c.uri, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return st, false, true, fmt.Errorf("/status answered %s", resp.Status)
+	}
+	st, err = messages.DecodeAppStatus(resp.Body)
+	// The connection is reused only after a clean, fully read answer.
+	n, drainErr := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	keep = err == nil && drainErr == nil && n == 0 && !resp.Close && br.Buffered() == 0
+	return st, keep, true, err
 }
 
 func (c *statusClient) close() {
-	if c.hc != nil {
-		c.hc.CloseIdleConnections()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		_ = c.conn.Close()
+		c.conn = nil
 	}
 }
 

@@ -3,7 +3,6 @@ package prober_test
 import (
 	"context"
 	"encoding/json"
-	"github.com/spawnerhq/spawner/internal/testlog"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/prober"
 )

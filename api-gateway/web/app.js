@@ -1,21 +1,19 @@
 // Spawner's dashboard: the live session list, fed by the /events stream
 // and a slow poll for activity figures, a form to start sessions and a
 // chart of live sessions. Plain browser JavaScript, no build step.
-"use strict";
+import { LiveChart } from "./chart.js";
 
-(() => {
+{
   const TOKEN_KEY = "spawner.apiToken";
-  const CHART_WINDOW_MS = 15 * 60 * 1000;
   const POLL_MS = 5000;
   const MAX_EVENTS = 60;
-  const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
+  const chart = new LiveChart($("chart"));
   const state = {
     sessions: [],
     pending: new Map(), // local rows for POST /init calls in flight
     ending: new Set(),
-    series: [], // {t, v} samples of the live count
     replayed: [], // events received before the stream went live
     live: false,
     backfilled: false,
@@ -75,9 +73,13 @@
         if (!state.sessions.some((s) => s.session_id === id)) state.ending.delete(id);
       }
       showBanner("");
-      sample();
+      chart.sample(state.sessions.length);
       render();
-      if (state.live && !state.backfilled) backfill();
+      if (state.live && !state.backfilled) {
+        state.backfilled = true;
+        chart.backfill(state.sessions.length, state.replayed);
+        state.replayed = [];
+      }
     } catch (e) {
       if (!$("banner").textContent) showBanner("Could not load sessions: " + e.message);
     }
@@ -179,7 +181,7 @@
     $("stat-ready").textContent = state.sessions.filter((s) => s.status === "ready").length;
     $("stat-creating").textContent = state.sessions.filter((s) => s.status === "creating").length + state.pending.size;
     $("stat-conns").textContent = state.sessions.reduce((a, s) => a + (s.active_connections || 0), 0);
-    drawChart();
+    chart.draw();
   }
 
   // tick updates the ages every second without rebuilding the table.
@@ -376,102 +378,13 @@
     $("events-empty").hidden = true;
   }
 
-  // ---- Chart -----------------------------------------------------------
-
-  function sample() {
-    const now = Date.now();
-    state.series.push({ t: now, v: state.sessions.length });
-    const cutoff = now - CHART_WINDOW_MS - 60000;
-    while (state.series.length > 2 && state.series[1].t < cutoff) state.series.shift();
-  }
-
-  // backfill rebuilds the chart's past from the replayed events: walking
-  // back from the current count, each creating adds one session and each
-  // end removes one.
-  function backfill() {
-    state.backfilled = true;
-    let count = state.sessions.length;
-    const past = [];
-    for (let i = state.replayed.length - 1; i >= 0; i--) {
-      const ev = state.replayed[i];
-      const t = Date.parse(ev.time);
-      past.push({ t, v: count });
-      if (ev.type === "creating") count = Math.max(0, count - 1);
-      if (ev.type === "failed" || (ev.type === "terminated" && ev.reason !== "orphaned")) count++;
-    }
-    const t0 = Date.now() - CHART_WINDOW_MS;
-    if (!past.length || past[past.length - 1].t > t0) past.push({ t: t0, v: count });
-    past.sort((p, q) => p.t - q.t);
-    const first = state.series.length ? state.series[0].t : Infinity;
-    state.series = past.filter((p) => p.t < first).concat(state.series);
-    state.replayed = [];
-    drawChart();
-  }
-
-  function drawChart() {
-    const svg = $("chart");
-    const W = svg.clientWidth || 640, H = svg.clientHeight || 180;
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    const padL = 30, padR = 8, padT = 10, padB = 22;
-    const now = Date.now(), t0 = now - CHART_WINDOW_MS;
-    const pts = state.series.filter((p) => p.t >= t0 - 60000);
-    let before = null;
-    for (const p of state.series) if (p.t < t0) before = p;
-    const maxV = Math.max(2, ...pts.map((p) => p.v), before ? before.v : 0);
-    const top = niceMax(maxV);
-    const x = (t) => padL + ((Math.max(t, t0) - t0) / CHART_WINDOW_MS) * (W - padL - padR);
-    const y = (v) => padT + (1 - v / top) * (H - padT - padB);
-
-    const nodes = [];
-    for (let i = 0; i <= 4; i++) {
-      const v = (top * i) / 4;
-      nodes.push(svgEl("line", { class: "grid", x1: padL, x2: W - padR, y1: y(v), y2: y(v) }));
-      const label = svgEl("text", { class: "axis", x: padL - 6, y: y(v) + 4, "text-anchor": "end" });
-      label.textContent = Number.isInteger(v) ? v : v.toFixed(1);
-      nodes.push(label);
-    }
-    for (const [m, text] of [[15, "−15m"], [10, "−10m"], [5, "−5m"], [0, "now"]]) {
-      const label = svgEl("text", { class: "axis", x: x(now - m * 60000), y: H - 4, "text-anchor": m === 15 ? "start" : m === 0 ? "end" : "middle" });
-      label.textContent = text;
-      nodes.push(label);
-    }
-    // Counts change in steps, so the line holds each value until the next.
-    const seq = [];
-    let last = before ? before.v : (pts.length ? pts[0].v : 0);
-    seq.push([x(t0), y(last)]);
-    for (const p of pts) {
-      if (p.t < t0) { last = p.v; seq[0][1] = y(last); continue; }
-      seq.push([x(p.t), y(last)]);
-      seq.push([x(p.t), y(p.v)]);
-      last = p.v;
-    }
-    seq.push([x(now), y(last)]);
-    const line = seq.map(([px, py], i) => (i ? "L" : "M") + px.toFixed(1) + " " + py.toFixed(1)).join(" ");
-    const area = line + ` L ${x(now).toFixed(1)} ${y(0)} L ${x(t0).toFixed(1)} ${y(0)} Z`;
-    nodes.push(svgEl("path", { class: "area", d: area }));
-    nodes.push(svgEl("path", { class: "line", d: line }));
-    nodes.push(svgEl("circle", { class: "now", cx: x(now), cy: y(last), r: 4 }));
-    svg.replaceChildren(...nodes);
-  }
-
-  function niceMax(v) {
-    for (const step of [2, 4, 8, 10, 20, 40, 50, 100, 200, 400, 500, 1000, 2000, 5000, 10000]) if (v <= step) return step;
-    return Math.ceil(v / 10000) * 10000;
-  }
-
-  function svgEl(tag, attrs) {
-    const e = document.createElementNS(SVG_NS, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    return e;
-  }
-
   function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
   // ---- Start -----------------------------------------------------------
 
   setInterval(tick, 1000);
   setInterval(refresh, POLL_MS);
-  window.addEventListener("resize", drawChart);
+  window.addEventListener("resize", () => chart.draw());
   refresh();
   streamLoop();
-})();
+}
