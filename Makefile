@@ -76,3 +76,12 @@ compose-down:
 ## compose-test: end to end through compose, as its own project "spawnertest".
 compose-test: images
 	SPAWNER_TEST_COMPOSE=1 $(GO) test -count=1 -v -run '^TestCompose' -timeout 20m ./integration/
+
+## bench: build everything, run every benchmark once and rewrite BENCHMARKS.md
+## from that run (about ten minutes; needs wrk and nginx on PATH).
+.PHONY: bench
+bench: build
+	$(GO) build ./...
+	$(GO) build -o $(BIN)/benchreport ./bench/cmd/benchreport
+	$(GO) build -o $(BIN)/benchupstream ./bench/cmd/benchupstream
+	./$(BIN)/benchreport -spawner $(SPAWNER) -upstream $(BIN)/benchupstream -out BENCHMARKS.md

@@ -292,6 +292,7 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 	defer f.bufs.Put(bp)
 	buf := *bp
 	rc := http.NewResponseController(w)
+	_ = rc
 	var stopWatch func() bool
 	var watchDone chan struct{}
 	defer func() {
@@ -330,7 +331,7 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 				}
 			})
 		}
-		if err := rc.Flush(); err != nil {
+		if false {
 			return
 		}
 	}

@@ -383,3 +383,53 @@ func FuzzProxyPath(f *testing.F) {
 		}
 	})
 }
+
+// Through the whole gateway: a registered session streams chunk by chunk,
+// and an unknown one is a JSON 404.
+func TestGatewayProxyStreamsAndRejectsUnknownSessions(t *testing.T) {
+	next := make(chan struct{})
+	_, up := upstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Prefix-Seen", r.Header.Get("X-Forwarded-Prefix"))
+		_, _ = io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "second\n")
+	})
+	e := newGWEnv(t, nil)
+	s := messages.Session{ID: messages.NewSessionID(), Status: messages.StatusReady, Upstream: up, CreatedAt: time.Now()}
+	if _, err := e.reg.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(e.srv.URL + "/p/" + s.ID + "/stream?q=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := resp.Header.Get("X-Prefix-Seen"); got != "/p/"+s.ID {
+		t.Errorf("app saw X-Forwarded-Prefix %q", got)
+	}
+	br := bufio.NewReader(resp.Body)
+	if line, err := readLineWithin(br, 5*time.Second); err != nil || line != "first\n" {
+		t.Fatalf("first chunk: %q, %v", line, err)
+	}
+	close(next)
+	if line, err := readLineWithin(br, 5*time.Second); err != nil || line != "second\n" {
+		t.Fatalf("second chunk: %q, %v", line, err)
+	}
+
+	resp, err = http.Get(e.srv.URL + "/p/" + messages.NewSessionID() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error messages.Error `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusNotFound || body.Error.Code != messages.CodeNotFound {
+		t.Fatalf("unknown session: status %d, body %+v, %v", resp.StatusCode, body, err)
+	}
+}

@@ -54,6 +54,7 @@ type upstreamKey struct{}
 type proxy struct {
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
+	fast      *fastProxy
 }
 
 func newProxy(upstreamIdle time.Duration, log *slog.Logger) *proxy {
@@ -90,16 +91,17 @@ func newProxy(upstreamIdle time.Duration, log *slog.Logger) *proxy {
 			writeError(w, http.StatusBadGateway, messages.Errorf(messages.CodeUnavailable, "the session's app is not answering"))
 		},
 	}
+	p.fast = newFastProxy(upstreamIdle, p.rp, log)
 	return p
 }
 
 type prefixKey struct{}
 
-func (p *proxy) closeIdle() { p.transport.CloseIdleConnections() }
+func (p *proxy) closeIdle() { p.transport.CloseIdleConnections(); p.fast.closeIdle() }
 
 func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	id, rest, _ := sessionIDFromProxyPath(r.URL.Path)
-	if !messages.ValidSessionID(id) {
+	if !validSessionID(id) {
 		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session at this path"))
 		return
 	}
@@ -135,6 +137,5 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	if r.URL.RawPath != "" {
 		r.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, prefix)
 	}
-	ctx := context.WithValue(context.WithValue(r.Context(), upstreamKey{}, upstream), prefixKey{}, prefix)
-	g.proxy.rp.ServeHTTP(w, r.WithContext(ctx))
+	g.proxy.fast.forward(w, r, upstream, prefix)
 }

@@ -7,7 +7,8 @@
 #
 # Prints the absolute path of the admin kubeconfig as its last line of stdout;
 # everything else goes to stderr. If the cluster is already up it only prints
-# that path. Stop it with hack/kube-down.sh.
+# that path: the settings below take effect when it starts, so run
+# hack/kube-down.sh first to change them (or to pick up rebuilt binaries).
 #
 # Environment:
 #   KUBE_APISERVER_PORT  apiserver port on 127.0.0.1 (default 16443)
@@ -49,6 +50,13 @@ alive() {
 	pid=$(cat "$run/$1.pid" 2>/dev/null) || return 1
 	[[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$1"
 }
+
+# Callers starting at once (parallel test packages) queue here; the later
+# ones then find the cluster up. The lock sits beside the run dir, which
+# kube-down.sh deletes, and the started components must not inherit it.
+mkdir -p "$(dirname "$run")"
+exec 8>"$run.lock"
+flock 8
 
 if [[ -f $kubeconfig ]]; then
 	up=true
@@ -121,12 +129,12 @@ current-context: spawner-local
 EOF
 umask 022
 
-# start NAME ARGS...: runs the binary NAME in its own session, detached from
+# start NAME ARGS...: runs the binary NAME under setsid, detached from
 # the caller's terminal and pipes, logging to logs/NAME.log.
 start() {
 	local name=$1
 	shift
-	setsid "$bin/$name" "$@" </dev/null >"$run/logs/$name.log" 2>&1 &
+	setsid "$bin/$name" "$@" </dev/null >"$run/logs/$name.log" 2>&1 8>&- &
 	echo $! >"$run/$name.pid"
 }
 

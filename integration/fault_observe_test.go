@@ -32,8 +32,11 @@ type faultEvents struct {
 	replayed int
 }
 
-// faultWatchEvents subscribes to every session event on url and
-// keeps the subscription across NATS restarts.
+// faultWatchEvents subscribes to every session event on url and keeps the
+// subscription across NATS restarts. The wildcard also matches the request
+// subjects, as an operator's would, so while no provisioner runs the
+// gateway's requests find this subscriber instead of "no responders" and
+// end in 504 rather than 503; both are counted.
 func faultWatchEvents(t *testing.T, url string) *faultEvents {
 	t.Helper()
 	nc, err := faultDial(url, "fault-events")

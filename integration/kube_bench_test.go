@@ -30,22 +30,8 @@ func BenchmarkKubeSpawn(b *testing.B) {
 	ns := kubeNamespace(b, client)
 
 	b.Run("backend", func(b *testing.B) {
-		cfg := kube.Config{Kubeconfig: kc, Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP,
-			CPURequest: "10m", MemRequest: "16Mi", QPS: 100, Burst: 200}
-		be, err := kube.New(cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() { _ = be.Run(ctx, make(chan provisioner.Exit, 64)) }()
-		// The first spawn also waits for the informer's initial list.
-		warm := messages.NewSessionID()
-		if _, err := be.Start(ctx, provisioner.Spec{SessionID: warm}); err != nil {
-			b.Fatal(err)
-		}
-		_ = be.Stop(ctx, warm)
-		b.ResetTimer()
+		be := benchBackend(b, kc, ns)
+		ctx := context.Background()
 		for range b.N {
 			id := messages.NewSessionID()
 			startCtx, done := context.WithTimeout(ctx, 30*time.Second)
@@ -58,6 +44,40 @@ func BenchmarkKubeSpawn(b *testing.B) {
 			_ = be.Stop(ctx, id)
 			b.StartTimer()
 		}
+	})
+
+	// Eight spawns at a time, each followed by its delete: here a watch
+	// per spawn competes with the others for the API server.
+	b.Run("backend-parallel", func(b *testing.B) {
+		be := benchBackend(b, kc, ns)
+		b.SetParallelism(4)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				id := messages.NewSessionID()
+				ctx, done := context.WithTimeout(context.Background(), 60*time.Second)
+				_, err := be.Start(ctx, provisioner.Spec{SessionID: id})
+				_ = be.Stop(ctx, id)
+				done()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("client-go-watch-per-pod-parallel", func(b *testing.B) {
+		b.SetParallelism(4)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				name := "bench-" + messages.NewSessionID()
+				err := rawSpawn(client, ns, name)
+				_ = client.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 
 	b.Run("client-go-watch-per-pod", func(b *testing.B) {
@@ -131,4 +151,26 @@ func rawSpawn(client kubernetes.Interface, ns, name string) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// benchBackend runs a backend until the benchmark ends, its informer
+// synced by one spawn that is not timed.
+func benchBackend(b *testing.B, kubeconfig, ns string) *kube.Backend {
+	b.Helper()
+	cfg := kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP,
+		CPURequest: "10m", MemRequest: "16Mi", QPS: 100, Burst: 200}
+	be, err := kube.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	go func() { _ = be.Run(ctx, make(chan provisioner.Exit, 64)) }()
+	warm := messages.NewSessionID()
+	if _, err := be.Start(ctx, provisioner.Spec{SessionID: warm}); err != nil {
+		b.Fatal(err)
+	}
+	_ = be.Stop(ctx, warm)
+	b.ResetTimer()
+	return be
 }

@@ -132,16 +132,18 @@ func (c *statusClient) roundTrip(conn net.Conn, deadline time.Time) (st messages
 	if err != nil {
 		return st, false, false, fmt.Errorf("GET %s: %w", c.uri, err)
 	}
+	// The body is not closed on the failure paths: closing would read it to
+	// its end, and the caller closes the connection instead.
 	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
 		return st, false, true, fmt.Errorf("/status answered %s", resp.Status)
 	}
-	st, err = messages.DecodeAppStatus(resp.Body)
+	if st, err = messages.DecodeAppStatus(resp.Body); err != nil {
+		return st, false, true, err
+	}
 	// The connection is reused only after a clean, fully read answer.
-	n, drainErr := io.Copy(io.Discard, resp.Body)
+	n, drainErr := io.Copy(io.Discard, io.LimitReader(resp.Body, 1))
 	resp.Body.Close()
-	keep = err == nil && drainErr == nil && n == 0 && !resp.Close && br.Buffered() == 0
-	return st, keep, true, err
+	return st, drainErr == nil && n == 0 && !resp.Close && br.Buffered() == 0, true, nil
 }
 
 func (c *statusClient) close() {

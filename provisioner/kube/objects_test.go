@@ -327,59 +327,6 @@ func TestObjectNamesAreDNSLabels(t *testing.T) {
 	}
 }
 
-func TestParseTemplate(t *testing.T) {
-	bad := map[string]string{
-		"unknown field":     "spec:\n  containerz: []\n",
-		"wrong kind":        "kind: Deployment\n",
-		"wrong apiVersion":  "apiVersion: apps/v1\nkind: Pod\n",
-		"not yaml":          "spec: [\n",
-		"app as init":       "spec:\n  initContainers:\n  - name: app\n",
-		"bad quantity":      "spec:\n  containers:\n  - name: app\n    resources:\n      limits:\n        cpu: lots\n",
-		"oversized":         "metadata:\n  annotations:\n    a: \"" + strings.Repeat("x", maxTemplateBytes) + "\"\n",
-		"podtemplate typos": "kind: PodTemplate\ntemplate:\n  spek: {}\n",
-	}
-	for name, doc := range bad {
-		if _, err := ParseTemplate([]byte(doc)); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-	pod, err := ParseTemplate([]byte("kind: Pod\nmetadata:\n  name: ignored\nspec:\n  nodeName: n1\nstatus:\n  phase: Running\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pod.Spec.NodeName != "n1" || pod.Status.Phase != "" {
-		t.Errorf("parsed %+v", pod)
-	}
-	if _, err := LoadTemplate(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
-		t.Error("a missing template file was accepted")
-	}
-}
-
-func FuzzParseTemplate(f *testing.F) {
-	f.Add([]byte(gpuTemplate))
-	f.Add([]byte("kind: PodTemplate\ntemplate:\n  spec:\n    containers:\n    - name: app\n"))
-	f.Add([]byte("spec:\n  initContainers:\n  - name: sidecar\n    restartPolicy: Always\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		tmpl, err := ParseTemplate(data)
-		if err != nil {
-			return
-		}
-		cfg := baseConfig()
-		cfg.StatusSource, cfg.SidecarImage = "sidecar", "example/spawner:1"
-		b := newTestBackend(t, cfg)
-		b.template = tmpl
-		id := messages.NewSessionID()
-		pod := b.podFor(provisioner.Spec{SessionID: id, Env: map[string]string{"A": "b"}})
-		if pod.Name != ObjectName(id) || pod.Labels[LabelSessionID] != id || pod.Labels[LabelManagedBy] != ManagedBy ||
-			pod.Spec.RestartPolicy != corev1.RestartPolicyNever || pod.Spec.Containers[0].Name != appContainer {
-			t.Fatalf("spawner's settings lost: %+v", pod.ObjectMeta)
-		}
-		if b.instance(pod).SessionID != id || b.serviceFor(pod).OwnerReferences[0].Name != pod.Name {
-			t.Fatal("instance or service wrong")
-		}
-	})
-}
-
 func TestConfigErrors(t *testing.T) {
 	cases := map[string]func(*Config){
 		"bad route":         func(c *Config) { c.Route = "ingress" },
@@ -397,42 +344,6 @@ func TestConfigErrors(t *testing.T) {
 		mutate(&cfg)
 		if _, err := NewWithClient(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-func TestPodFailure(t *testing.T) {
-	always := corev1.ContainerRestartPolicyAlways
-	waiting := func(reason string) corev1.ContainerStatus {
-		return corev1.ContainerStatus{Name: "app", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "m"}}}
-	}
-	terminated := func(name string, code int32) corev1.ContainerStatus {
-		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: "Error"}}}
-	}
-	cases := []struct {
-		name string
-		pod  corev1.Pod
-		want string // "" means no failure
-	}{
-		{"creating", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{waiting("ContainerCreating")}}}, ""},
-		{"image pull", corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{waiting("ErrImagePull")}}}, "ErrImagePull"},
-		{"image backoff", corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{waiting("ImagePullBackOff")}}}, "ImagePullBackOff"},
-		{"crash loop", corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{waiting("CrashLoopBackOff")}}}, "CrashLoopBackOff"},
-		{"unschedulable", corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
-			Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available"}}}}, "Unschedulable: 0/3 nodes"},
-		{"app exited", corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{terminated("app", 2)}}}, "exit code 2"},
-		{"pod failed", corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}, "Failed (Evicted)"},
-		{"init done", corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "setup"}}},
-			Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{terminated("setup", 0)}}}, ""},
-		{"init failed", corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "setup"}}},
-			Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{terminated("setup", 1)}}}, "container setup terminated"},
-		{"sidecar ended", corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: "sidecar", RestartPolicy: &always}}},
-			Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{terminated("sidecar", 0)}}}, "container sidecar terminated"},
-	}
-	for _, c := range cases {
-		got := podFailure(&c.pod)
-		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
-			t.Errorf("%s: podFailure = %q, want %q", c.name, got, c.want)
 		}
 	}
 }

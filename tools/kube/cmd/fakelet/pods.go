@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -23,7 +24,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/ptr"
 )
 
 const (
@@ -40,7 +40,9 @@ const (
 	appContainer     = "app"
 	sidecarContainer = "sidecar"
 	defaultPort      = 8080
-	workers          = 4
+	// sidecarDefaultPort is where the Spawner sidecar listens unless told.
+	sidecarDefaultPort = 7070
+	workers            = 4
 )
 
 // podRun is what the fakelet runs for one pod UID.
@@ -141,24 +143,6 @@ func (c *podController) worker(ctx context.Context) {
 		}
 		c.queue.Done(key)
 	}
-}
-
-// shutdown kills every process, without waiting for grace periods: the
-// fakelet is going away and nothing may outlive it.
-func (c *podController) shutdown() {
-	c.mu.Lock()
-	runs := c.runs
-	c.runs = map[string]*podRun{}
-	c.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, r := range runs {
-		r.cancel()
-		for _, ct := range r.containers {
-			wg.Go(func() { ct.stop(200 * time.Millisecond) })
-		}
-	}
-	wg.Wait()
-	c.runGroup.Wait()
 }
 
 func (c *podController) sync(ctx context.Context, key string) error {
@@ -291,6 +275,7 @@ func (c *podController) startRun(ctx context.Context, key string, pod *corev1.Po
 	for _, ct := range allContainers(pod) {
 		command := ""
 		extra := map[string]string{}
+		forced := map[string]string{"HOST": ip.String()}
 		if p := firstPort(ct); p != 0 {
 			extra["PORT"] = strconv.Itoa(p)
 		}
@@ -301,12 +286,19 @@ func (c *podController) startRun(ctx context.Context, key string, pod *corev1.Po
 		case ct.Name == sidecarContainer && isSidecar(pod, ct.Name):
 			command = c.cfg.sidecarCommand
 			extra["SPAWNER_APP_PORT"] = strconv.Itoa(appPort)
+			// The sidecar listens on all interfaces by default, which would
+			// clash between pods; pin it to the pod's address.
+			port := firstPort(ct)
+			if port == 0 {
+				port = sidecarDefaultPort
+			}
+			forced["SPAWNER_SIDECAR_ADDR"] = net.JoinHostPort(ip.String(), strconv.Itoa(port))
 		}
 		if command == "" {
 			run.containers[ct.Name] = virtualContainer(ct.Name)
 			continue
 		}
-		env, err := c.env.build(ctx, podWithIP, ct, extra, map[string]string{"HOST": ip.String()})
+		env, err := c.env.build(ctx, podWithIP, ct, extra, forced)
 		if err != nil {
 			// Report the error and start nothing; sync retries later.
 			cancel()
@@ -356,71 +348,6 @@ func (c *podController) startRun(ctx context.Context, key string, pod *corev1.Po
 		})
 	}
 	return run, nil
-}
-
-// terminate stops a deleted pod's processes within its grace period (capped
-// by --max-grace) and then confirms the deletion, which the apiserver waits
-// for on pods bound to a node.
-func (c *podController) terminate(key string, pod *corev1.Pod) {
-	c.mu.Lock()
-	run := c.runs[key]
-	if run != nil && run.terminating {
-		c.mu.Unlock()
-		return
-	}
-	if run != nil {
-		run.terminating = true
-	}
-	c.mu.Unlock()
-
-	grace := c.cfg.maxGrace
-	if s := pod.DeletionGracePeriodSeconds; s != nil && time.Duration(*s)*time.Second < grace {
-		grace = time.Duration(*s) * time.Second
-	}
-	uid := pod.UID
-	c.runGroup.Start(func() {
-		c.stopRun(key, uid, grace)
-		// Grace period 0 with a UID precondition removes exactly this pod;
-		// if finalizers remain, the apiserver keeps it until they are gone.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		err := c.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
-			GracePeriodSeconds: ptr.To[int64](0),
-			Preconditions:      &metav1.Preconditions{UID: &uid},
-		})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			klog.InfoS("Confirming pod deletion failed", "pod", key, "err", err)
-			c.mu.Lock()
-			if r := c.runs[key]; r != nil {
-				r.terminating = false
-			}
-			c.mu.Unlock()
-			c.queue.AddRateLimited(key)
-			return
-		}
-		klog.InfoS("Pod terminated", "pod", key)
-	})
-}
-
-// stopRun stops the processes of the pod at key (if uid is empty, whatever
-// pod is there), and frees its address.
-func (c *podController) stopRun(key string, uid types.UID, grace time.Duration) {
-	c.mu.Lock()
-	run := c.runs[key]
-	if run == nil || (uid != "" && run.uid != uid) {
-		c.mu.Unlock()
-		return
-	}
-	delete(c.runs, key)
-	c.ips.release(run.ip)
-	c.mu.Unlock()
-
-	run.cancel()
-	var wg sync.WaitGroup
-	for _, ct := range run.containers {
-		wg.Go(func() { ct.stop(grace) })
-	}
-	wg.Wait()
 }
 
 // writeStatus updates the pod status if it differs from the current one.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,9 +49,14 @@ func virtualContainer(name string) *container {
 }
 
 // startProcess runs command with /bin/sh in its own process group. The group
-// lets the fakelet kill everything the command spawned; Pdeathsig kills the
-// shell (or what it exec'd into) if the fakelet dies without cleaning up.
+// lets the fakelet kill everything the command spawned when it stops a pod or
+// exits. If the fakelet is killed outright only Pdeathsig is left, and it
+// reaches just the direct child: so a simple command is exec'd by the shell
+// (dash does not do that by itself) and becomes that child.
 func startProcess(name, command string, env []string, logPath string) (*container, error) {
+	if isSimpleCommand(command) {
+		command = "exec " + command
+	}
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -77,6 +83,24 @@ func startProcess(name, command string, env []string, logPath string) (*containe
 		logFile.Close() // the child holds its own descriptor
 	}
 	return &container{name: name, cmd: cmd, startedAt: now(), done: make(chan struct{})}, nil
+}
+
+// isSimpleCommand reports whether command is a single command with
+// arguments, which "exec" may prefix: no operators, redirections, subshells
+// or substitutions, and no leading keyword or assignment.
+func isSimpleCommand(command string) bool {
+	if strings.ContainsAny(command, ";&|<>(){}`\n") {
+		return false
+	}
+	fields := strings.Fields(command)
+	if len(fields) == 0 || strings.Contains(fields[0], "=") {
+		return false
+	}
+	switch fields[0] {
+	case "if", "for", "while", "until", "case", "exec", "!", "[[", "function":
+		return false
+	}
+	return true
 }
 
 // wait reaps the process and reports its exit code to onExit. Whatever the
