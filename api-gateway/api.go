@@ -94,6 +94,9 @@ func (g *Gateway) spawn(ctx context.Context, req messages.SpawnRequest) (message
 	if err != nil {
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeInternal, "encode request: %v", err)
 	}
+	if e := g.provisionersPresent(ctx); e != nil {
+		return messages.SpawnReply{}, e
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.SpawnTimeout+5*time.Second)
 	defer cancel()
 	msg, err := g.nc.RequestWithContext(ctx, g.subj.Requested(), data)
@@ -113,6 +116,27 @@ func (g *Gateway) spawn(ctx context.Context, req messages.SpawnRequest) (message
 		return messages.SpawnReply{}, rep.Error
 	}
 	return rep, nil
+}
+
+// provisionersPresent answers 503 at once when no provisioner runs. A
+// success is remembered for a second, so a burst of spawns pings once.
+func (g *Gateway) provisionersPresent(ctx context.Context) *messages.Error {
+	if time.Since(time.Unix(0, g.provisionerSeen.Load())) < time.Second {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := g.nc.RequestWithContext(ctx, g.subj.Ping(), nil)
+	switch {
+	case err == nil:
+		g.provisionerSeen.Store(time.Now().UnixNano())
+		return nil
+	case errors.Is(err, nats.ErrNoResponders):
+		return messages.Errorf(messages.CodeUnavailable, "no provisioner is running")
+	default:
+		// A slow answer is no proof of absence; let the spawn itself decide.
+		return nil
+	}
 }
 
 // SessionView is a session as the API shows it: the record plus what the

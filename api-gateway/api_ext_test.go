@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -267,5 +269,25 @@ func TestUnknownRouteIsJSON404(t *testing.T) {
 	}
 	if r := s.do(t, http.MethodGet, "/healthz", nil); r.status != http.StatusOK {
 		t.Errorf("healthz: %d", r.status)
+	}
+}
+
+// An operator watching "spawner.session.>" must not hide the absence of
+// provisioners: /init still answers 503 at once.
+func TestInitWithoutProvisionerDespiteWildcardSubscriber(t *testing.T) {
+	s := newSite(t)
+	sub, err := s.peer.Subscribe(s.subj.Sessions(), func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = s.peer.Flush()
+	began := time.Now()
+	r := s.do(t, http.MethodPost, "/init", strings.NewReader(""))
+	if r.status != http.StatusServiceUnavailable || apiError(t, r).Code != messages.CodeUnavailable {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("the 503 took %s: the wildcard subscriber hid the missing provisioner", took)
 	}
 }

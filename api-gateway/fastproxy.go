@@ -292,7 +292,6 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 	defer f.bufs.Put(bp)
 	buf := *bp
 	rc := http.NewResponseController(w)
-	_ = rc
 	var stopWatch func() bool
 	var watchDone chan struct{}
 	defer func() {
@@ -331,7 +330,7 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 				}
 			})
 		}
-		if false {
+		if err := rc.Flush(); err != nil {
 			return
 		}
 	}

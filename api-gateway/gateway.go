@@ -56,7 +56,9 @@ type Gateway struct {
 	routes *routeTable
 	beats  *heartbeatCache
 	synced atomic.Bool
-	proxy  *proxy
+	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
+	provisionerSeen atomic.Int64
+	proxy           *proxy
 	// openStreams counts event streams against MaxEventStreams.
 	openStreams atomic.Int64
 	// closing is closed at shutdown to end event streams, which never go

@@ -105,6 +105,14 @@ func (s *site) respond(t testing.TB, subject string, fn func(data []byte) any) *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if subject == s.subj.Requested() || subject == s.subj.Sessions() {
+		// A provisioner also answers pings, which the gateway sends first.
+		ping, err := s.peer.Subscribe(s.subj.Ping(), func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ping.Unsubscribe() })
+	}
 	return rec
 }
 

@@ -113,10 +113,12 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 		// The reply to /init can reach a client before the watch reaches
 		// us; one registry read closes that gap.
 		entry, err := g.reg.Get(r.Context(), id)
+		if err != nil && !errors.Is(err, registry.ErrNotFound) {
+			g.log.Warn("route lookup", "session_id", id, "err", err)
+			writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "the session registry cannot be read"))
+			return
+		}
 		if err != nil || entry.Session.Status != messages.StatusReady {
-			if err != nil && !errors.Is(err, registry.ErrNotFound) {
-				g.log.Warn("route lookup", "session_id", id, "err", err)
-			}
 			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
 			return
 		}

@@ -193,7 +193,7 @@ func (c *faultCluster) provisionerAnswers() bool {
 	}
 	defer nc.Close()
 	data, _ := json.Marshal(messages.StopRequest{SessionID: messages.NewSessionID(), Reason: messages.ReasonDeleted})
-	msg, err := nc.Request("spawner.session.stop", data, 2*time.Second)
+	msg, err := nc.Request("spawner.control.stop", data, 2*time.Second)
 	if err != nil {
 		return false
 	}

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner/kube"
@@ -49,6 +50,12 @@ func TestKubeSpawnProxyAndStop(t *testing.T) {
 	kc := kubeconfigPath(t)
 	client := kubeClient(t, kc)
 	ns := kubeNamespace(t, client)
+	// Session pods meet the restricted Pod Security level by default, so
+	// admission in a namespace that enforces it lets them in.
+	enforce := []byte(`{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":"restricted"}}}`)
+	if _, err := client.CoreV1().Namespaces().Patch(context.Background(), ns, types.MergePatchType, enforce, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	h := start(t, kubeTestConfig(t, kc, ns, kubeTemplate))
 	ev := h.watchEvents(t)
 
@@ -208,12 +215,12 @@ func TestKubeSpawnFailures(t *testing.T) {
 		code           messages.ErrorCode
 		says           string
 	}{
-		{"image pull", simulate("ImagePullBackOff"), 20 * time.Second, http.StatusBadGateway, messages.CodeSpawnFailed, "ErrImagePull"},
+		{"image pull", simulate("ImagePullBackOff"), 20 * time.Second, http.StatusBadGateway, messages.CodeSpawnFailed, "ImagePull"},
 		{"unschedulable", simulate("Unschedulable"), 20 * time.Second, http.StatusBadGateway, messages.CodeSpawnFailed, "Unschedulable"},
 		{"crash loop", simulate("CrashLoopBackOff"), 20 * time.Second, http.StatusBadGateway, messages.CodeSpawnFailed, "CrashLoopBackOff"},
 		// A readiness gate nothing sets keeps the pod from ever being Ready.
-		{"timeout", "spec:\n  readinessGates:\n  - conditionType: example.com/never\n", 3 * time.Second,
-			http.StatusGatewayTimeout, messages.CodeTimeout, "ReadinessGatesNotReady"},
+		{"timeout", "spec:\n  readinessGates:\n  - conditionType: example.com/never\n", 5 * time.Second,
+			http.StatusGatewayTimeout, messages.CodeTimeout, "not ready within the spawn timeout"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

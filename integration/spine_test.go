@@ -181,7 +181,10 @@ func TestFiftyParallelInits(t *testing.T) {
 			t.Fatalf("DELETE %s: %v %v", id, resp, err)
 		}
 		resp.Body.Close()
-		if got := ev.find(id, messages.EventTerminated); len(got) != 1 || got[0].Reason != messages.ReasonDeleted {
+		// The event is published before the reply, but may reach this
+		// subscriber a moment after it.
+		eventually(t, 5*time.Second, "the terminated event", func() bool { return len(ev.find(id, messages.EventTerminated)) == 1 })
+		if got := ev.find(id, messages.EventTerminated); got[0].Reason != messages.ReasonDeleted {
 			t.Fatalf("session %s: terminated events %+v", id, got)
 		}
 	}

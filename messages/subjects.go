@@ -38,7 +38,16 @@ func (s Subjects) Requested() string { return s.prefix + ".session.requested" }
 
 // Stop is the request-reply subject that ends a session. The request is a
 // StopRequest; the reply is a StopReply. Only the provisioner serves it.
-func (s Subjects) Stop() string { return s.prefix + ".session.stop" }
+// It sits outside "<prefix>.session.>" on purpose: an operator's wildcard
+// subscription there would count as a responder, and a stop sent while no
+// provisioner runs would wait for its timeout instead of failing at once.
+func (s Subjects) Stop() string { return s.prefix + ".control.stop" }
+
+// Ping is the request-reply subject every provisioner answers at once. The
+// gateway asks it before a spawn, because an operator subscribed to
+// "<prefix>.session.>" hides the absence of provisioners from a request
+// on Requested.
+func (s Subjects) Ping() string { return s.prefix + ".control.ping" }
 
 // Event returns the subject of one lifecycle event type, such as
 // "<prefix>.session.ready".

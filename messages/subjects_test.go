@@ -43,7 +43,7 @@ func TestSubjectNames(t *testing.T) {
 	id := messages.NewSessionID()
 	for got, want := range map[string]string{
 		s.Requested():                     "spawner.session.requested",
-		s.Stop():                          "spawner.session.stop",
+		s.Stop():                          "spawner.control.stop",
 		s.Event(messages.EventReady):      "spawner.session.ready",
 		s.Event(messages.EventTerminated): "spawner.session.terminated",
 		s.Sessions():                      "spawner.session.>",

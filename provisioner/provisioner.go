@@ -63,6 +63,9 @@ type Provisioner struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	// started is when this provisioner came up: a creating record of its
+	// own from before then belongs to a spawn that died with its last run.
+	started time.Time
 	// pool holds this provisioner's unclaimed warm sessions; poolFilling
 	// counts the ones being started.
 	pool        []string
@@ -92,7 +95,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	return &Provisioner{
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log.With("component", "provisioner"), now: time.Now,
-		inflight: map[string]bool{}, refill: make(chan struct{}, 1),
+		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(),
 	}, nil
 }
 
@@ -117,6 +120,12 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	if err != nil {
 		_ = spawnSub.Unsubscribe()
 		return fmt.Errorf("subscribe %s: %w", p.subj.Stop(), err)
+	}
+	pingSub, err := p.nc.QueueSubscribe(p.subj.Ping(), "provisioner", func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
+	if err != nil {
+		_ = spawnSub.Unsubscribe()
+		_ = stopSub.Unsubscribe()
+		return fmt.Errorf("subscribe %s: %w", p.subj.Ping(), err)
 	}
 	// Requests carry no deadline of their own; work outlives ctx so that a
 	// spawn in flight at shutdown ends in ready or rolled back, never half.
@@ -154,6 +163,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	p.log.Info("provisioner started", "name", p.cfg.Name, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
 
 	<-ctx.Done()
+	_ = pingSub.Unsubscribe()
 	// Drain delivers what is buffered and then closes the channels, so the
 	// workers finish the requests they already accepted.
 	_ = spawnSub.Drain()

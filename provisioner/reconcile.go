@@ -68,7 +68,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			continue
 		}
 		switch {
-		case s.Status == messages.StatusReady && !running[s.ID]:
+		case s.Status == messages.StatusReady && !running[s.ID] && p.stillReady(ctx, s.ID):
 			p.log.Warn("session lost its instance", "session_id", s.ID)
 			p.stopLogged(ctx, s.ID, messages.ReasonLost, "the backend has no instance for this session")
 		case s.Status == messages.StatusCreating && p.abandoned(s):
@@ -94,4 +94,11 @@ func (p *Provisioner) stopLogged(ctx context.Context, id string, reason messages
 	if _, err := p.Stop(ctx, id, reason, detail); err != nil {
 		p.log.Error("stop", "session_id", id, "reason", reason, "err", err)
 	}
+}
+
+// stillReady re-reads a record, because a stop that began after the
+// registry was listed removes the instance before the record.
+func (p *Provisioner) stillReady(ctx context.Context, id string) bool {
+	e, err := p.reg.Get(ctx, id)
+	return err == nil && e.Session.Status == messages.StatusReady
 }

@@ -102,10 +102,12 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	return nil
 }
 
-// abandoned reports a creating record whose spawn can no longer finish: it
-// is past the spawn timeout and no spawn in this process is working on it.
+// abandoned reports a creating record whose spawn can no longer finish: no
+// spawn in this process works on it, and either this provisioner wrote it
+// before it last started, or it is past the spawn timeout.
 func (p *Provisioner) abandoned(s messages.Session) bool {
-	if p.now().Sub(s.CreatedAt) < p.cfg.SpawnTimeout+30*time.Second {
+	ownOldRun := s.Owner == p.cfg.Name && s.CreatedAt.Before(p.started)
+	if !ownOldRun && p.now().Sub(s.CreatedAt) < p.cfg.SpawnTimeout+30*time.Second {
 		return false
 	}
 	p.mu.Lock()

@@ -29,7 +29,7 @@ type Config struct {
 	// Sweep is how often records are checked for their lifetime, which
 	// must end sessions even when no heartbeat arrives.
 	Sweep       time.Duration `envconfig:"LIFETIME_SWEEP" default:"15s"`
-	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"30s"`
+	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"10s"`
 	Concurrency int           `envconfig:"REAP_CONCURRENCY" default:"64"`
 	// Metrics counts reaps by reason; nil records nothing.
 	Metrics *metrics.Metrics `ignored:"true"`

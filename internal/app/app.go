@@ -258,7 +258,7 @@ func (m *Main) backend(name string) (provisioner.Backend, error) {
 	case "kubernetes":
 		return kube.New(m.Config.Kube, m.Log)
 	default:
-		return nil, fmt.Errorf("backend %q: want process", name)
+		return nil, fmt.Errorf("backend %q: want process, docker or kubernetes", name)
 	}
 }
 

@@ -36,8 +36,9 @@ type Config struct {
 	Kubeconfig string `envconfig:"KUBECONFIG"`
 	// Namespace holds every session's Pod and Service.
 	Namespace string `envconfig:"NAMESPACE" default:"spawner"`
-	// Image runs in the container named app; it may instead come from
-	// the pod template.
+	// Image runs in the container named app, overriding the pod
+	// template's. It has no default here: a cluster pulls images by
+	// name, and a wrong guess would only show as ImagePullBackOff.
 	Image string `envconfig:"APPLICATION_IMAGE"`
 	// Port is the app's containerPort, handed to it as $PORT.
 	Port int `envconfig:"APPLICATION_PORT" default:"8080"`
@@ -51,7 +52,8 @@ type Config struct {
 	// StatusSource is "app" (the app serves /status) or "sidecar" (a
 	// native sidecar serves it from the pod's TCP table).
 	StatusSource string `envconfig:"STATUS_SOURCE" default:"app"`
-	SidecarImage string `envconfig:"SIDECAR_IMAGE"`
+	// SidecarImage is Spawner's own image, run as "spawner sidecar".
+	SidecarImage string `envconfig:"SIDECAR_IMAGE" default:"spawner:latest"`
 	SidecarPort  int    `envconfig:"SIDECAR_PORT" default:"7070"`
 	// RunAsNonRoot runs pods as RunAsUser unless the template says
 	// otherwise; turn it off for images that need root.
