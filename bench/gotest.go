@@ -157,7 +157,7 @@ func goBenchRow(metric string, res []GoBench) Row {
 		}
 	}
 	if row.Spawner == "" {
-		row.Spawner = fmt.Sprintf("%.2f ms/op", m["ns/op"]/1e6)
+		row.Spawner = fmt.Sprintf("%.2f ms/op (mean)", m["ns/op"]/1e6)
 	}
 	var extra []string
 	for unit, v := range m {

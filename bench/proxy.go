@@ -124,7 +124,7 @@ func Proxy(ctx context.Context, env *Env) (Section, error) {
 	}
 	over := viaProxy.Percentile(50) - direct.Percentile(50)
 	sec.Rows = append(sec.Rows,
-		Row{Metric: fmt.Sprintf("WebSocket echo round trip p50 (%d messages; peer: direct)", wsN), Spawner: Us(viaProxy.Percentile(50)) + " (+" + Us(over) + ")",
+		Row{Metric: fmt.Sprintf("WebSocket echo round trip p50 (%d messages; peer: direct)", wsN), Spawner: Us(viaProxy.Percentile(50)) + " (" + signedUs(over) + ")",
 			Peer: Us(direct.Percentile(50)), Ratio: Ratio(float64(viaProxy.Percentile(50)), float64(direct.Percentile(50))),
 			Goal: "overhead ≤ 100 µs", Met: Met(over <= 100*time.Microsecond)},
 		Row{Metric: "WebSocket echo round trip p99 (peer: direct)", Spawner: Us(viaProxy.Percentile(99)), Peer: Us(direct.Percentile(99)),
@@ -157,4 +157,11 @@ func wsEcho(ctx context.Context, url string, n int) (Durations, error) {
 	}
 	_ = c.Close(websocket.StatusNormalClosure, "")
 	return out, nil
+}
+
+func signedUs(d time.Duration) string {
+	if d < 0 {
+		return "−" + Us(-d)
+	}
+	return "+" + Us(d)
 }

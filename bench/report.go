@@ -154,5 +154,13 @@ func Ratio(a, b float64) string {
 // Ms formats a duration in milliseconds.
 func Ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
 
+// SignedMs formats a difference in milliseconds with its sign.
+func SignedMs(d time.Duration) string {
+	if d < 0 {
+		return "−" + Ms(-d)
+	}
+	return "+" + Ms(d)
+}
+
 // Us formats a duration in microseconds.
 func Us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }

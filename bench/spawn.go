@@ -238,7 +238,7 @@ func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 	}{{50, 5 * time.Millisecond}, {99, 20 * time.Millisecond}} {
 		s, d := viaSpawner.Percentile(pct.p), direct.Percentile(pct.p)
 		sec.Rows = append(sec.Rows, Row{Metric: fmt.Sprintf("/init to ready URL, p%.0f (%d spawns)", pct.p, n),
-			Spawner: fmt.Sprintf("%s (+%s)", Ms(s), Ms(s-d)), Peer: Ms(d), Ratio: Ratio(float64(s), float64(d)),
+			Spawner: fmt.Sprintf("%s (%s)", Ms(s), SignedMs(s-d)), Peer: Ms(d), Ratio: Ratio(float64(s), float64(d)),
 			Goal: "overhead ≤ " + Ms(pct.goal), Met: Met(s-d <= pct.goal)})
 	}
 	sec.Notes = append(sec.Notes, "Each spawn is followed by one direct start, so both see the same machine. Sessions are deleted in batches of 50 between spawns, outside the timed calls.")

@@ -48,11 +48,15 @@ type Backend struct {
 
 	mu    sync.Mutex
 	procs map[string]*proc
+	// ports are handed to apps that may not have bound them yet; the
+	// kernel does not know they are taken, so we remember.
+	ports map[int]bool
 	exits chan<- provisioner.Exit
 }
 
 type proc struct {
 	cmd        *exec.Cmd
+	port       int
 	upstream   string
 	statusURL  string
 	done       chan struct{}
@@ -86,7 +90,7 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 		cfg.StopGrace = 3 * time.Second
 	}
 	return &Backend{cfg: cfg, log: log.With("component", "process-backend"), watcher: watcher,
-		client: newReadinessClient(), procs: map[string]*proc{}}, nil
+		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}, nil
 }
 
 // Run keeps exits for instances that end on their own. When ctx ends it
@@ -119,7 +123,7 @@ func script(command string) string {
 
 // Start runs the app on a free port and returns once it is ready.
 func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner.Instance, error) {
-	port, err := freePort(b.cfg.Host)
+	port, err := b.reservePort()
 	if err != nil {
 		return provisioner.Instance{}, err
 	}
@@ -131,14 +135,16 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	log := b.log.With("session_id", spec.SessionID)
 	closeWriters, err := pipeOutput(cmd, log)
 	if err != nil {
+		b.releasePort(port)
 		return provisioner.Instance{}, fmt.Errorf("start %s: %w", spec.SessionID, err)
 	}
 	err = cmd.Start()
 	closeWriters()
 	if err != nil {
+		b.releasePort(port)
 		return provisioner.Instance{}, fmt.Errorf("start %s: %w", spec.SessionID, err)
 	}
-	p := &proc{cmd: cmd, upstream: upstream, done: make(chan struct{})}
+	p := &proc{cmd: cmd, upstream: upstream, port: port, done: make(chan struct{})}
 	b.mu.Lock()
 	b.procs[spec.SessionID] = p
 	b.mu.Unlock()
@@ -181,6 +187,7 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 	if b.procs[id] == p {
 		delete(b.procs, id)
 	}
+	delete(b.ports, p.port)
 	exits := b.exits
 	stopStatus := p.stopStatus
 	b.mu.Unlock()
@@ -246,6 +253,34 @@ func (b *Backend) List(context.Context) ([]provisioner.Instance, error) {
 			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid)})
 	}
 	return out, nil
+}
+
+// reservePort finds a free port that no app of ours was given. Between
+// the probe listener's close and the app's bind the kernel may offer the
+// same port again, so concurrent spawns would otherwise collide.
+func (b *Backend) reservePort() (int, error) {
+	for range 32 {
+		port, err := freePort(b.cfg.Host)
+		if err != nil {
+			return 0, err
+		}
+		b.mu.Lock()
+		taken := b.ports[port]
+		if !taken {
+			b.ports[port] = true
+		}
+		b.mu.Unlock()
+		if !taken {
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port on %s after 32 tries", b.cfg.Host)
+}
+
+func (b *Backend) releasePort(port int) {
+	b.mu.Lock()
+	delete(b.ports, port)
+	b.mu.Unlock()
 }
 
 func freePort(host string) (int, error) {

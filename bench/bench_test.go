@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+const wrkOut = `Running 10s test @ http://127.0.0.1:8080/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.05ms  500.00us  20.00ms   90.00%
+    Req/Sec    30.12k     1.00k   32.00k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    1.20ms
+     90%    1.80ms
+     99%    4.50ms
+  301234 requests in 10.00s, 40.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:  30123.40
+Transfer/sec:      4.00MB
+`
+
+func TestParseWrk(t *testing.T) {
+	r, err := ParseWrk(wrkOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := WrkResult{RPS: 30123.40, P50: 812 * time.Microsecond, P99: 4500 * time.Microsecond, Errors: 8}
+	if r != want {
+		t.Fatalf("ParseWrk = %+v, want %+v", r, want)
+	}
+	if _, err := ParseWrk("unable to connect to 127.0.0.1:1"); err == nil {
+		t.Fatal("wrk's failure was read as a result")
+	}
+}
+
+func FuzzParseWrk(f *testing.F) {
+	f.Add(wrkOut)
+	f.Add("Requests/sec: 1\n     99%   1s\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseWrk(s)
+		if err == nil && (r.P99 <= 0 && !strings.Contains(s, "99%")) {
+			t.Fatalf("a result without a 99th percentile: %+v", r)
+		}
+	})
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := "goos: linux\nBenchmarkSessionLookup/fast-2   \t 5350944\t       680.1 ns/op\t       0 B/op\t       0 allocs/op\n" +
+		"BenchmarkKubeSpawn-2 \t 20 \t 122050000 ns/op \t 118.5 p50-ms \t 300.1 p99-ms\nPASS\n"
+	got := ParseGoBench(out)
+	if len(got) != 2 || got[0].Name != "BenchmarkSessionLookup/fast" || got[0].Metrics["ns/op"] != 680.1 || got[0].Metrics["allocs/op"] != 0 {
+		t.Fatalf("ParseGoBench = %+v", got)
+	}
+	row := goBenchRow("kube", got[1:])
+	if row.Spawner != "118.50 ms (p99-ms 300.10)" {
+		t.Fatalf("row shows %q", row.Spawner)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d Durations
+	for i := 1; i <= 200; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	if p := d.Percentile(50); p != 100*time.Millisecond {
+		t.Errorf("p50 = %s", p)
+	}
+	if p := d.Percentile(99); p != 198*time.Millisecond {
+		t.Errorf("p99 = %s", p)
+	}
+	if p := (Durations{}).Percentile(99); p != 0 {
+		t.Errorf("empty p99 = %s", p)
+	}
+}
+
+func TestWriteMarkdownCountsGoals(t *testing.T) {
+	var b bytes.Buffer
+	err := WriteMarkdown(&b, Machine{Cores: 2, CPU: "cpu", Go: "go", Date: time.Unix(0, 0)}, time.Minute, []Section{{
+		Title: "S", Rows: []Row{{Metric: "a|b", Spawner: "1", Met: "yes"}, {Metric: "c", Met: "no"}, {Metric: "d", Met: "—"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"Goals met: 1 of 2.", `| a\|b | 1 | — | — | — | yes |`, "2 cores, cpu"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
