@@ -19,8 +19,9 @@ import (
 // fastProxy is the proxy's hot path for plain HTTP requests. The server
 // side stays net/http, so routing, timeouts, draining and metrics are the
 // gateway's own; only the upstream side is a lean HTTP/1.1 client with
-// pooled requests, responses and buffers, which costs about a third of
-// http.Transport per request. Upgrades (WebSockets) and the rare requests
+// pooled requests, responses and buffers and no goroutine hand-offs. In
+// the benchmarks (BENCHMARKS.md) this cut the gateway's CPU per proxied
+// request to about a third. Upgrades (WebSockets) and the rare requests
 // it does not model go to the standard reverse proxy instead.
 type fastProxy struct {
 	idle time.Duration
@@ -38,9 +39,9 @@ const (
 	// fastBufSize is the copy buffer for response bodies; one read of a
 	// typical response fills it once.
 	fastBufSize = 32 << 10
-	// maxUpstreamHeader bounds an upstream's response header, as the
-	// gateway's MaxHeaderBytes bounds a browser's.
-	maxUpstreamHeader = 64 << 10
+	// maxUpstreamHeader bounds an upstream's response header; it is also
+	// the read buffer of each request in flight. nginx's default is 4 KiB.
+	maxUpstreamHeader = 16 << 10
 	// clientSweepAge is how long an upstream's client may go unused with
 	// no connections before it is dropped; sessions come and go.
 	clientSweepAge = time.Minute
@@ -291,7 +292,7 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 	bp := f.bufs.Get().(*[]byte)
 	defer f.bufs.Put(bp)
 	buf := *bp
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
 	var stopWatch func() bool
 	var watchDone chan struct{}
 	defer func() {
@@ -329,6 +330,9 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 					_ = c.CloseWithError(context.Canceled)
 				}
 			})
+		}
+		if rc == nil {
+			rc = http.NewResponseController(w)
 		}
 		if err := rc.Flush(); err != nil {
 			return

@@ -345,45 +345,6 @@ func TestFastProxyReusesThenClosesUpstreamConnections(t *testing.T) {
 	}
 }
 
-func TestSplitProxyPath(t *testing.T) {
-	cases := []struct{ path, id, rest, prefix string }{
-		{"/p/" + fpSession + "/a/b", fpSession, "/a/b", "/p/" + fpSession},
-		{"/p/" + fpSession + "/", fpSession, "/", "/p/" + fpSession},
-		{"/p/" + fpSession, fpSession, "", "/p/" + fpSession},
-		{"/p//x", "", "/x", "/p/"},
-	}
-	for _, c := range cases {
-		id, rest, prefix, ok := splitProxyPath(c.path)
-		if !ok || id != c.id || rest != c.rest || prefix != c.prefix {
-			t.Errorf("splitProxyPath(%q) = %q %q %q %v", c.path, id, rest, prefix, ok)
-		}
-	}
-	if _, _, _, ok := splitProxyPath("/q/x"); ok {
-		t.Error("a path outside /p/ was accepted")
-	}
-}
-
-// FuzzProxyPath holds the allocation-free path split and id check to the
-// definitions the rest of Spawner uses.
-func FuzzProxyPath(f *testing.F) {
-	for _, s := range []string{"/p/" + fpSession + "/x?y", "/p/", "/p/ABCDEFGHIJKLMNOPQRSTUVWXYZ/", "/p/abc", "/x", "/p/" + fpSession} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, path string) {
-		id, rest, prefix, ok := splitProxyPath(path)
-		wid, wrest, wok := sessionIDFromProxyPath(path)
-		if ok != wok || id != wid || rest != wrest {
-			t.Fatalf("splitProxyPath(%q) = %q %q %v; sessionIDFromProxyPath = %q %q %v", path, id, rest, ok, wid, wrest, wok)
-		}
-		if ok && prefix+rest != path {
-			t.Fatalf("prefix %q + rest %q != %q", prefix, rest, path)
-		}
-		if validSessionID(id) != messages.ValidSessionID(id) {
-			t.Fatalf("validSessionID(%q) = %v, messages says %v", id, validSessionID(id), messages.ValidSessionID(id))
-		}
-	})
-}
-
 // Through the whole gateway: a registered session streams chunk by chunk,
 // and an unknown one is a JSON 404.
 func TestGatewayProxyStreamsAndRejectsUnknownSessions(t *testing.T) {

@@ -63,6 +63,7 @@ type Provisioner struct {
 
 	mu       sync.Mutex
 	inflight map[string]bool
+	ready    chan struct{}
 	// started is when this provisioner came up: a creating record of its
 	// own from before then belongs to a spawn that died with its last run.
 	started time.Time
@@ -95,9 +96,12 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	return &Provisioner{
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log.With("component", "provisioner"), now: time.Now,
-		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(),
+		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
 	}, nil
 }
+
+// Ready is closed once the provisioner takes requests.
+func (p *Provisioner) Ready() <-chan struct{} { return p.ready }
 
 // Run serves requests until ctx is done, then stops taking work, lets the
 // spawns in flight finish or roll back, and returns nil.
@@ -127,6 +131,9 @@ func (p *Provisioner) Run(ctx context.Context) error {
 		_ = stopSub.Unsubscribe()
 		return fmt.Errorf("subscribe %s: %w", p.subj.Ping(), err)
 	}
+	// The server must know the subscriptions before Ready tells anyone.
+	_ = p.nc.Flush()
+	close(p.ready)
 	// Requests carry no deadline of their own; work outlives ctx so that a
 	// spawn in flight at shutdown ends in ready or rolled back, never half.
 	work := context.WithoutCancel(ctx)

@@ -49,6 +49,7 @@ type Main struct {
 	DemoCommand string
 
 	started     chan struct{}
+	waitFor     []<-chan struct{}
 	httpAddr    string
 	metricsAddr string
 	natsURL     string
@@ -133,6 +134,15 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 		addActor(ctx, &g, r.Run)
 	}
 	addActor(ctx, &g, func(ctx context.Context) error {
+		// Started means requests are served, so wait for the provisioner
+		// to subscribe: a spawn sent before that finds no responder.
+		for _, ready := range m.waitFor {
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				return nil
+			}
+		}
 		close(m.started)
 		<-ctx.Done()
 		return nil
@@ -246,6 +256,7 @@ func (m *Main) addProvisioner(g *run.Group, nc *nats.Conn, reg *registry.Registr
 		return err
 	}
 	addActor(context.Background(), g, p.Run)
+	m.waitFor = append(m.waitFor, p.Ready())
 	return nil
 }
 
