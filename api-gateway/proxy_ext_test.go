@@ -80,11 +80,24 @@ func TestProxyUnknownSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{"/p/" + messages.NewSessionID() + "/", "/p/" + messages.NewSessionID(), "/p/nope/",
-		"/p/", "/p/ABCDEFGHIJKLMNOPQRSTUVWXYZ/x", "/p/" + stopping + "/"} {
+		"/p/", "/p/ABCDEFGHIJKLMNOPQRSTUVWXYZ/x"} {
 		r := s.do(t, http.MethodGet, p, nil)
 		if r.status != http.StatusNotFound || apiError(t, r).Code != messages.CodeNotFound {
 			t.Errorf("GET %s: %d %s", p, r.status, r.body)
 		}
+	}
+	// The route table learns of the stop through the registry watch, a
+	// moment after the update; from then on the session is gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := s.do(t, http.MethodGet, "/p/"+stopping+"/", nil)
+		if r.status == http.StatusNotFound && apiError(t, r).Code == messages.CodeNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stopping session is still routed: %d %s", r.status, r.body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

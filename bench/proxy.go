@@ -90,6 +90,7 @@ func Proxy(ctx context.Context, env *Env) (Section, error) {
 			return sec, err
 		}
 		single[t.name] = r
+		env.Log.Info("wrk", "target", t.name, "conns", 1, "rps", int(r.RPS), "p50", r.P50, "p99", r.P99)
 	}
 	sp, ng, di := best["spawner"], best["nginx"], best["direct"]
 	sec.Rows = append(sec.Rows,
@@ -101,6 +102,8 @@ func Proxy(ctx context.Context, env *Env) (Section, error) {
 			Peer: Us(cpuPerReq["nginx"]), Ratio: Ratio(float64(cpuPerReq["spawner"]), float64(cpuPerReq["nginx"])), Met: "—"},
 		Row{Metric: "p99 latency, 32 connections (app direct: " + Ms(di.P99) + ")", Spawner: Ms(sp.P99), Peer: Ms(ng.P99),
 			Ratio: Ratio(float64(sp.P99), float64(ng.P99)), Goal: "≤ direct + 1 ms", Met: Met(sp.P99-di.P99 <= time.Millisecond)},
+		Row{Metric: "p50 latency, 1 connection (app direct: " + Ms(single["direct"].P50) + ")", Spawner: Ms(single["spawner"].P50),
+			Peer: Ms(single["nginx"].P50), Ratio: Ratio(float64(single["spawner"].P50), float64(single["nginx"].P50)), Met: "—"},
 		Row{Metric: "p99 latency, 1 connection (app direct: " + Ms(single["direct"].P99) + ")", Spawner: Ms(single["spawner"].P99),
 			Peer: Ms(single["nginx"].P99), Ratio: Ratio(float64(single["spawner"].P99), float64(single["nginx"].P99)),
 			Goal: "≤ direct + 1 ms", Met: Met(single["spawner"].P99-single["direct"].P99 <= time.Millisecond)},
