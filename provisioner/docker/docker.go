@@ -83,7 +83,7 @@ type Backend struct {
 	nanoCPUs int64
 	cli      *client.Client
 	log      *slog.Logger
-	http     readinessClient
+	http     provisioner.StatusChecker
 
 	mu sync.Mutex
 	// starting holds sessions whose Start is in flight; Start handles
@@ -143,7 +143,7 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	}
 	return &Backend{
 		cfg: cfg, memory: memory, nanoCPUs: int64(cfg.CPUs * 1e9), cli: cli,
-		log: log.With("component", "docker-backend"), http: newReadinessClient(),
+		log: log.With("component", "docker-backend"), http: provisioner.NewStatusChecker(),
 		starting: map[string]bool{}, stopping: map[string]time.Time{},
 	}, nil
 }

@@ -5,33 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
-
-	"github.com/spawnerhq/spawner/messages"
 )
-
-type readinessClient struct {
-	http *http.Client
-}
-
-func newReadinessClient() readinessClient {
-	return readinessClient{http: &http.Client{
-		Timeout: 2 * time.Second,
-		Transport: &http.Transport{
-			// Each probe targets a new container, and a pooled connection
-			// would count as activity in the app's /status.
-			DisableKeepAlives: true,
-			// Container addresses are local; a proxy from the environment
-			// could not reach them.
-			Proxy: nil,
-		},
-	}}
-}
 
 // exitEvent is a container of a starting session that stopped running.
 type exitEvent struct {
@@ -64,7 +43,7 @@ func backoff(attempt int) time.Duration {
 func (b *Backend) awaitReady(ctx context.Context, statusURL string, exited <-chan exitEvent) error {
 	var last error
 	for attempt := 0; ; attempt++ {
-		ok, err := b.http.listening(ctx, statusURL)
+		ok, err := b.http.Listening(ctx, statusURL)
 		if ok {
 			return nil
 		}
@@ -80,26 +59,6 @@ func (b *Backend) awaitReady(ctx context.Context, statusURL string, exited <-cha
 		case <-time.After(backoff(attempt)):
 		}
 	}
-}
-
-func (c readinessClient) listening(ctx context.Context, url string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("%s answered %s", url, resp.Status)
-	}
-	st, err := messages.DecodeAppStatus(resp.Body)
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", url, err)
-	}
-	return st.Listening, nil
 }
 
 // exitError says why a container ended before its session was ready. Its

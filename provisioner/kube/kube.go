@@ -88,7 +88,7 @@ type Backend struct {
 	log      *slog.Logger
 	template *corev1.Pod
 	defaults defaults
-	status   statusClient
+	status   provisioner.StatusChecker
 
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
@@ -142,7 +142,7 @@ func NewWithClient(cfg Config, client kubernetes.Interface, log *slog.Logger) (*
 	}
 	b := &Backend{
 		cfg: cfg, client: client, log: log.With("component", "kube-backend"), template: tmpl, defaults: d,
-		status: newStatusClient(), synced: make(chan struct{}),
+		status: provisioner.NewStatusChecker(), synced: make(chan struct{}),
 		waiters: map[string]chan struct{}{}, stopping: map[string]time.Time{},
 		absent: map[string]bool{}, reported: map[string]bool{},
 	}

@@ -2,17 +2,13 @@ package kube
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 )
 
@@ -52,7 +48,7 @@ func (b *Backend) awaitReady(ctx context.Context, created *corev1.Pod, notify <-
 		}
 		var retry <-chan time.Time
 		if ready {
-			ok, err := b.status.listening(ctx, inst.StatusURL)
+			ok, err := b.status.Listening(ctx, inst.StatusURL)
 			if ok {
 				return inst, nil
 			}
@@ -146,45 +142,4 @@ func describe(pod *corev1.Pod) string {
 // not hammered.
 func statusBackoff(attempt int) time.Duration {
 	return min(5*time.Millisecond<<min(attempt, 5), 100*time.Millisecond)
-}
-
-type statusClient struct {
-	http *http.Client
-}
-
-func newStatusClient() statusClient {
-	return statusClient{http: &http.Client{
-		Timeout: 2 * time.Second,
-		Transport: &http.Transport{
-			// A kept-alive poll would count as activity in the app's TCP
-			// table and keep an idle session alive.
-			DisableKeepAlives: true,
-			Proxy:             nil,
-		},
-	}}
-}
-
-// listening asks url whether the app is listening.
-func (c statusClient) listening(ctx context.Context, url string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, messages.MaxStatusBytes))
-		return false, fmt.Errorf("/status answered %s", resp.Status)
-	}
-	st, err := messages.DecodeAppStatus(resp.Body)
-	if err != nil {
-		return false, err
-	}
-	if !st.Listening {
-		return false, errors.New("/status says not listening")
-	}
-	return true, nil
 }

@@ -3,34 +3,24 @@ package process
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"time"
 
-	"github.com/spawnerhq/spawner/messages"
+	"github.com/spawnerhq/spawner/provisioner"
 )
 
 type readinessClient struct {
-	http *http.Client
+	checker provisioner.StatusChecker
 }
 
 func newReadinessClient() readinessClient {
-	return readinessClient{http: &http.Client{
-		Timeout: 2 * time.Second,
-		Transport: &http.Transport{
-			// Each probe targets a new port, so pooling would only keep
-			// connections that count as activity in the app's TCP table.
-			DisableKeepAlives: true,
-			Proxy:             nil,
-		},
-	}}
+	return readinessClient{checker: provisioner.NewStatusChecker()}
 }
 
 // fastPolls is how many polls come 1 ms apart before the backoff grows.
@@ -54,7 +44,7 @@ func backoff(attempt int) time.Duration {
 func (c readinessClient) awaitStatus(ctx context.Context, done <-chan struct{}, url string) error {
 	var last error
 	for attempt := 0; ; attempt++ {
-		ok, err := c.status(ctx, url)
+		ok, err := c.checker.Listening(ctx, url)
 		if ok {
 			return nil
 		}
@@ -70,26 +60,6 @@ func (c readinessClient) awaitStatus(ctx context.Context, done <-chan struct{}, 
 		case <-time.After(backoff(attempt)):
 		}
 	}
-}
-
-func (c readinessClient) status(ctx context.Context, url string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("/status answered %s", resp.Status)
-	}
-	var st messages.AppStatus
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&st); err != nil {
-		return false, fmt.Errorf("/status: %w", err)
-	}
-	return st.Listening, nil
 }
 
 // awaitListening waits until the app accepts TCP connections, for apps
