@@ -239,8 +239,8 @@ func newHeartbeatCache() *heartbeatCache {
 }
 
 func (c *heartbeatCache) record(msg *nats.Msg) {
-	var hb messages.Heartbeat
-	if json.Unmarshal(msg.Data, &hb) != nil || !messages.ValidSessionID(hb.SessionID) {
+	hb, err := messages.DecodeHeartbeat(msg.Data)
+	if err != nil {
 		return
 	}
 	c.mu.Lock()

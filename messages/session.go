@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -173,4 +174,45 @@ func DecodeAppStatus(r io.Reader) (AppStatus, error) {
 		return AppStatus{}, errors.New("/status has negative counts")
 	}
 	return st, nil
+}
+
+// MaxEventBytes bounds an event or heartbeat on the bus; real ones are a
+// few hundred bytes.
+const MaxEventBytes = 64 << 10
+
+// DecodeHeartbeat parses a heartbeat and checks its session id, so that a
+// stray message on a heartbeat subject is rejected rather than acted on.
+func DecodeHeartbeat(data []byte) (Heartbeat, error) {
+	var hb Heartbeat
+	if len(data) > MaxEventBytes {
+		return Heartbeat{}, fmt.Errorf("heartbeat is over %d bytes", MaxEventBytes)
+	}
+	if err := json.Unmarshal(data, &hb); err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat: %w", err)
+	}
+	if !ValidSessionID(hb.SessionID) {
+		return Heartbeat{}, fmt.Errorf("heartbeat: session id %q is not valid", hb.SessionID)
+	}
+	if hb.ActiveConnections < 0 || hb.SecondsInactive < 0 {
+		return Heartbeat{}, errors.New("heartbeat: negative counts")
+	}
+	return hb, nil
+}
+
+// DecodeEvent parses a lifecycle event and checks its type and session id.
+func DecodeEvent(data []byte) (Event, error) {
+	var ev Event
+	if len(data) > MaxEventBytes {
+		return Event{}, fmt.Errorf("event is over %d bytes", MaxEventBytes)
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return Event{}, fmt.Errorf("event: %w", err)
+	}
+	if !ValidSessionID(ev.SessionID) {
+		return Event{}, fmt.Errorf("event: session id %q is not valid", ev.SessionID)
+	}
+	if !slices.Contains(EventTypes, ev.Type) {
+		return Event{}, fmt.Errorf("event: unknown type %q", ev.Type)
+	}
+	return ev, nil
 }

@@ -114,8 +114,8 @@ func (r *Reaper) Run(ctx context.Context) error {
 }
 
 func (r *Reaper) handle(ctx context.Context, msg jetstream.Msg) {
-	var hb messages.Heartbeat
-	if err := json.Unmarshal(msg.Data(), &hb); err != nil || !messages.ValidSessionID(hb.SessionID) {
+	hb, err := messages.DecodeHeartbeat(msg.Data())
+	if err != nil {
 		r.log.Warn("dropping undecodable heartbeat", "subject", msg.Subject())
 		_ = msg.Term()
 		return
