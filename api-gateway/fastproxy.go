@@ -154,14 +154,15 @@ func fastEligible(r *http.Request) bool {
 
 // buildUpstreamRequest copies r into req as the standard proxy's Rewrite
 // would: hop-by-hop headers dropped, X-Forwarded-* set from what the
-// gateway saw, the original Host kept. Headers go out raw and in order, so
-// cookies and odd values reach the app exactly as the browser sent them.
+// gateway saw, the original Host kept. Headers go out raw, without
+// fasthttp's parsing of cookies and the like, so they reach the app as the
+// browser sent them.
 func buildUpstreamRequest(req *fasthttp.Request, r *http.Request, prefix string) {
 	req.Header.DisableSpecialHeader()
 	req.UseHostHeader = true
 	req.Header.SetMethod(r.Method)
-	uri := req.Header.RequestURI()[:0]
-	uri = append(uri, r.URL.EscapedPath()...)
+	var buf [256]byte // most request targets fit, and then nothing is allocated
+	uri := append(buf[:0], r.URL.EscapedPath()...)
 	if r.URL.RawQuery != "" || r.URL.ForceQuery {
 		uri = append(uri, '?')
 		uri = append(uri, r.URL.RawQuery...)

@@ -115,6 +115,7 @@ func Proxy(ctx context.Context, env *Env) (Section, error) {
 	}
 	sec.Notes = append(sec.Notes, fmt.Sprintf("wrk -t1 -c32 -d%s --latency, %d alternating rounds, best round of each; the app is a Go net/http JSON server in its own process; everything shares the machine's %d cores with wrk.",
 		d, rounds, ThisMachine().Cores))
+	sec.Notes = append(sec.Notes, "The gateway serves browsers with net/http and reaches apps over a pooled HTTP/1.1 client (api-gateway/fastproxy.go); upgrades such as WebSockets take the standard reverse proxy. CPU per request is read from /proc for the gateway process and for nginx's master and workers. To profile the proxy: go test -run '^$' -bench BenchmarkProxy -cpuprofile cpu.out ./api-gateway/.")
 
 	wsN := pick(env, 2000, 300)
 	viaProxy, err := wsEcho(ctx, "ws"+strings.TrimPrefix(spawnerURL, "http")+"ws", wsN)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/app"
 	"github.com/spawnerhq/spawner/messages"
+	"github.com/spawnerhq/spawner/provisioner"
 )
 
 // inProcess is an all-in-one Spawner running in this process through
@@ -146,19 +147,14 @@ func startDirect(ctx context.Context, bin string) (*os.Process, error) {
 	return cmd.Process, nil
 }
 
-var readyClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+var readyChecker = provisioner.NewStatusChecker()
 
-// awaitStatus mirrors provisioner/process's readiness loop (ready.go):
-// poll /status until it says listening, with the same backoff.
+// awaitStatus is provisioner/process's readiness loop (ready.go): the
+// same status checker, polled with the same backoff.
 func awaitStatus(ctx context.Context, exited <-chan struct{}, url string) error {
 	for attempt := 0; ; attempt++ {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := readyClient.Do(req); err == nil {
-			st, derr := messages.DecodeAppStatus(resp.Body)
-			resp.Body.Close()
-			if derr == nil && resp.StatusCode == http.StatusOK && st.Listening {
-				return nil
-			}
+		if ok, _ := readyChecker.Listening(ctx, url); ok {
+			return nil
 		}
 		select {
 		case <-exited:

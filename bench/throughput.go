@@ -52,7 +52,11 @@ func SpawnThroughput(ctx context.Context, env *Env) (Section, error) {
 		if rate > bestRate {
 			bestRate, bestAt = rate, n
 		}
-		row := Row{Metric: fmt.Sprintf("sessions/s with %d parallel clients (spawn, then delete)", n),
+		clients := "clients"
+		if n == 1 {
+			clients = "client"
+		}
+		row := Row{Metric: fmt.Sprintf("sessions/s with %d parallel %s (spawn, then delete)", n, clients),
 			Spawner: fmt.Sprintf("%.1f", rate), Peer: fmt.Sprintf("%.1f", peer), Ratio: Ratio(rate, peer), Met: "—"}
 		if failed > 0 {
 			row.Spawner += fmt.Sprintf(" (%d failed)", failed)

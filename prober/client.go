@@ -33,10 +33,7 @@ type statusClient struct {
 	lastUsed time.Time
 }
 
-var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	dialer  = &net.Dialer{KeepAlive: -1}
-)
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 func newStatusClient(statusURL string, cfg Config) *statusClient {
 	u, err := url.Parse(statusURL)
@@ -95,7 +92,7 @@ func (c *statusClient) fetch(timeout time.Duration) (messages.AppStatus, error) 
 }
 
 func (c *statusClient) dial(deadline time.Time) (net.Conn, error) {
-	conn, err := dialer.Dial("tcp", c.addr)
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", c.addr)
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", c.uri, err)
 	}
