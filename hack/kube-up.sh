@@ -23,6 +23,11 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The fakelet runs each session pod's app with this checkout's spawner, so
+# build it unless the caller named one; an up-to-date build takes a moment.
+if [[ -z ${SPAWNER_BIN:-} ]]; then
+	(cd "$root" && CGO_ENABLED=0 go build -trimpath -o bin/spawner ./cmd/spawner) >&2
+fi
 bin=${KUBE_BIN_DIR:-$root/.cache/kube/bin}
 run=${KUBE_RUN_DIR:-$root/.cache/kube/run}
 api_port=${KUBE_APISERVER_PORT:-16443}
