@@ -156,7 +156,9 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 		_ = b.Stop(context.WithoutCancel(ctx), spec.SessionID)
 		return provisioner.Instance{}, fmt.Errorf("app of %s: %w", spec.SessionID, err)
 	}
+	b.mu.Lock()
 	p.statusURL = statusURL
+	b.mu.Unlock()
 	return provisioner.Instance{SessionID: spec.SessionID, Upstream: upstream, StatusURL: statusURL,
 		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid)}, nil
 }
