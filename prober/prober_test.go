@@ -17,6 +17,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/internal/testlog"
+	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/prober"
 )
@@ -49,20 +50,7 @@ func (h *harness) run(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(patience):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	testrun.Background(t, patience, p.Run)
 }
 
 // addSession writes a record for a session whose /status is at statusURL.

@@ -16,6 +16,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/internal/testlog"
+	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 )
@@ -171,35 +172,12 @@ func newHarness(t *testing.T, cfg provisioner.Config) *harness {
 // run starts the provisioner and waits until it answers requests.
 func (h *harness) run(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.prov.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(patience):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	testrun.Background(t, patience, h.prov.Run)
 	<-h.backend.running
-	deadline := time.Now().Add(patience)
-	for {
-		// The stop subscription is made after the spawn one, so an answered
-		// stop means both are in place. The event subscriber also matches
-		// the stop subject, so a request sent too early times out rather
-		// than finding no responders; hence the short timeout.
-		_, err := h.client.Request(h.subj.Stop(), mustJSON(messages.StopRequest{SessionID: messages.NewSessionID()}), 250*time.Millisecond)
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, nats.ErrTimeout) || time.Now().After(deadline) {
-			t.Fatalf("provisioner not answering: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-h.prov.Ready():
+	case <-time.After(patience):
+		t.Fatal("provisioner not taking requests")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/internal/testlog"
+	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/reaper"
 )
@@ -114,20 +115,7 @@ func (h *harness) run(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(patience):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	testrun.Background(t, patience, r.Run)
 	deadline := time.Now().Add(patience)
 	for {
 		_, err := h.env.JS.Consumer(context.Background(), h.subj.HeartbeatStream(), h.subj.ReaperConsumer())
