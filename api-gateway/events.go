@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -299,10 +298,8 @@ func decodeEvent(msg jetstream.Msg) event {
 	if meta, err := msg.Metadata(); err == nil {
 		ev.seq, ev.pending = meta.Sequence.Stream, meta.NumPending
 	}
-	if json.Unmarshal(msg.Data(), &ev.Event) == nil && messages.ValidSessionID(ev.SessionID) &&
-		slices.Contains(messages.EventTypes, ev.Type) {
-		ev.ok = true
-	}
+	decoded, err := messages.DecodeEvent(msg.Data())
+	ev.Event, ev.ok = decoded, err == nil
 	return ev
 }
 
