@@ -26,9 +26,12 @@ type Backend interface {
 type Spec struct {
 	SessionID string
 	// URL is the session's public URL, handed to the app.
-	URL    string
-	Env    map[string]string
-	Labels map[string]string
+	URL string
+	// BasePath is the path prefix the app's pages live under, as the
+	// proxy sends it: "/p/<id>/" with path-keep routing, "/" otherwise.
+	BasePath string
+	Env      map[string]string
+	Labels   map[string]string
 }
 
 // Instance is a running session as the backend sees it.
@@ -47,4 +50,13 @@ type Exit struct {
 	SessionID string
 	Reason    messages.Reason
 	Detail    string
+}
+
+// BasePathOrRoot is the spec's base path, "/" when the caller left it
+// empty; backends hand it to apps as SPAWNER_BASE_PATH.
+func (s Spec) BasePathOrRoot() string {
+	if s.BasePath == "" {
+		return "/"
+	}
+	return s.BasePath
 }

@@ -6,6 +6,7 @@ package provisioner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -28,13 +29,19 @@ type Config struct {
 	// stable name lets a restarted provisioner adopt its old records.
 	Name string `envconfig:"PROVISIONER_NAME"`
 	// PublicURL is the base of session URLs: <PublicURL>/p/<id>/.
-	PublicURL    string        `envconfig:"PUBLIC_URL"`
-	Concurrency  int           `envconfig:"SPAWN_CONCURRENCY" default:"64"`
-	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
-	IdleTimeout  time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m"`
-	MaxLifetime  time.Duration `envconfig:"MAX_LIFETIME" default:"0"`
-	MaxSessions  int           `envconfig:"MAX_SESSIONS" default:"0"`
-	Reconcile    time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
+	PublicURL string `envconfig:"PUBLIC_URL"`
+	// Routing is path, path-keep or subdomain; it shapes session URLs and
+	// the base path apps get (messages.Routing).
+	Routing string `envconfig:"ROUTING" default:"path"`
+	// SessionDomain is the parent domain of session hosts under subdomain
+	// routing: <id>.<SessionDomain>.
+	SessionDomain string        `envconfig:"SESSION_DOMAIN"`
+	Concurrency   int           `envconfig:"SPAWN_CONCURRENCY" default:"64"`
+	SpawnTimeout  time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
+	IdleTimeout   time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m"`
+	MaxLifetime   time.Duration `envconfig:"MAX_LIFETIME" default:"0"`
+	MaxSessions   int           `envconfig:"MAX_SESSIONS" default:"0"`
+	Reconcile     time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
 	// WarmPool is how many ready, unclaimed sessions to keep at hand.
 	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0"`
 	// StopOnShutdown stops this provisioner's sessions when it exits. It
@@ -60,6 +67,7 @@ type Provisioner struct {
 	log     *slog.Logger
 	subj    messages.Subjects
 	now     func() time.Time
+	routing messages.Routing
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -93,8 +101,16 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if cfg.Reconcile <= 0 {
 		cfg.Reconcile = 30 * time.Second
 	}
+	routing, err := messages.ParseRouting(cfg.Routing)
+	if err != nil {
+		return nil, fmt.Errorf("SPAWNER_ROUTING: %w", err)
+	}
+	if routing == messages.RoutingSubdomain && cfg.SessionDomain == "" {
+		return nil, errors.New("SPAWNER_ROUTING=subdomain needs SPAWNER_SESSION_DOMAIN")
+	}
 	return &Provisioner{
-		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
+		routing: routing,
+		cfg:     cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log.With("component", "provisioner"), now: time.Now,
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
 	}, nil

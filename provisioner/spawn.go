@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -139,7 +138,7 @@ func (p *Provisioner) checkCapacity(ctx context.Context) error {
 }
 
 func (p *Provisioner) sessionURL(id string) string {
-	return strings.TrimRight(p.cfg.PublicURL, "/") + "/p/" + id + "/"
+	return p.routing.SessionURL(p.cfg.PublicURL, p.cfg.SessionDomain, id)
 }
 
 func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest, pooled bool) (messages.SpawnReply, error) {
@@ -165,7 +164,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels})
 
 	startCtx, cancel := context.WithTimeout(ctx, p.cfg.SpawnTimeout)
-	inst, err := p.backend.Start(startCtx, Spec{SessionID: id, URL: s.URL, Env: req.Env, Labels: req.Labels})
+	inst, err := p.backend.Start(startCtx, Spec{SessionID: id, URL: s.URL, BasePath: p.routing.BasePath(id), Env: req.Env, Labels: req.Labels})
 	timedOut := startCtx.Err() != nil
 	cancel()
 	if err != nil {

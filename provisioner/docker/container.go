@@ -140,6 +140,7 @@ func (b *Backend) appConfig(spec provisioner.Spec) *container.Config {
 		"PORT="+strconv.Itoa(b.cfg.Port),
 		"SPAWNER_SESSION_ID="+spec.SessionID,
 		"SPAWNER_SESSION_URL="+spec.URL,
+		"SPAWNER_BASE_PATH="+spec.BasePathOrRoot(),
 	)
 	return &container.Config{Image: b.cfg.Image, Env: env, Labels: b.labels(spec, RoleApp)}
 }

@@ -144,6 +144,7 @@ func (b *Backend) podFor(spec provisioner.Spec) *corev1.Pod {
 		"PORT":                strconv.Itoa(b.cfg.Port),
 		"SPAWNER_SESSION_ID":  spec.SessionID,
 		"SPAWNER_SESSION_URL": spec.URL,
+		"SPAWNER_BASE_PATH":   spec.BasePathOrRoot(),
 	})
 	app.Resources = withDefaults(app.Resources, b.defaults.requests, b.defaults.limits)
 	if b.cfg.StatusSource == "sidecar" {

@@ -313,5 +313,6 @@ func appEnv(spec provisioner.Spec, host string, port int) []string {
 		"HOST="+host,
 		"SPAWNER_SESSION_ID="+spec.SessionID,
 		"SPAWNER_SESSION_URL="+spec.URL,
+		"SPAWNER_BASE_PATH="+spec.BasePathOrRoot(),
 	)
 }
