@@ -78,7 +78,8 @@ func (g *Gateway) requireAPIToken(next http.HandlerFunc) http.HandlerFunc {
 // authorizeSession enforces per-session tokens on the proxy. It reports
 // false after answering the request itself. On success the token is
 // removed from the request, so the app never sees it.
-func (g *Gateway) authorizeSession(w http.ResponseWriter, r *http.Request, id string) bool {
+func (g *Gateway) authorizeSession(w http.ResponseWriter, r *http.Request, a addressed) bool {
+	id := a.id
 	v := g.cfg.AuthConfig.SessionTokens
 	if v == nil {
 		return true
@@ -101,7 +102,7 @@ func (g *Gateway) authorizeSession(w http.ResponseWriter, r *http.Request, id st
 	stripSessionToken(r)
 	if fromQuery != "" {
 		http.SetCookie(w, &http.Cookie{
-			Name: sessionTokenCookie, Value: token, Path: "/p/" + id + "/",
+			Name: sessionTokenCookie, Value: token, Path: a.cookiePath(),
 			HttpOnly: true, SameSite: http.SameSiteLaxMode,
 			Secure: strings.HasPrefix(g.cfg.PublicURL, "https:"),
 		})

@@ -110,32 +110,37 @@ func (f *fastProxy) closeIdle() {
 	}
 }
 
-// forward sends r, whose path has already lost its /p/<id> prefix, to
-// upstream. prefix is that /p/<id>, for X-Forwarded-Prefix.
-func (f *fastProxy) forward(w http.ResponseWriter, r *http.Request, upstream, prefix string) {
+// forward sends r, whose path is already the one the app sees, as fwd
+// says.
+func (f *fastProxy) forward(w http.ResponseWriter, r *http.Request, fwd forwarding) {
 	if !fastEligible(r) {
-		ctx := context.WithValue(context.WithValue(r.Context(), upstreamKey{}, upstream), prefixKey{}, prefix)
-		f.fallback.ServeHTTP(w, r.WithContext(ctx))
+		if fwd.act != nil {
+			w = &activityWriter{ResponseWriter: w, act: fwd.act}
+		}
+		f.fallback.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardingKey{}, fwd)))
 		return
 	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	buildUpstreamRequest(req, r, prefix)
+	buildUpstreamRequest(req, r, fwd.prefix)
 	// An absent Content-Type must stay absent rather than become
 	// fasthttp's default.
 	resp.Header.SetNoDefaultContentType(true)
-	if err := f.client(upstream).Do(req, resp); err != nil {
+	if err := f.client(fwd.upstream).Do(req, resp); err != nil {
 		f.upstreamFailed(w, r, err)
 		return
 	}
 	copyResponseHeader(w.Header(), &resp.Header)
+	if fwd.prefix != "" {
+		rewriteResponse(w.Header(), fwd.prefix, fwd.upstream, fwd.publicHost)
+	}
 	w.WriteHeader(resp.StatusCode())
 	if r.Method == http.MethodHead || !bodyAllowed(resp.StatusCode()) {
 		return
 	}
-	f.copyBody(w, r, resp)
+	f.copyBody(w, r, resp, fwd.act)
 }
 
 // fastEligible reports whether r is plain HTTP the fast path models.
@@ -187,7 +192,9 @@ func buildUpstreamRequest(req *fasthttp.Request, r *http.Request, prefix string)
 	} else {
 		req.Header.Add("X-Forwarded-Proto", "http")
 	}
-	req.Header.Add("X-Forwarded-Prefix", prefix)
+	if prefix != "" {
+		req.Header.Add("X-Forwarded-Prefix", prefix)
+	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		size := -1 // chunked
 		if r.ContentLength > 0 {
@@ -284,7 +291,10 @@ func bodyAllowed(status int) bool {
 // in one read is written once and sent when the handler returns; anything
 // longer is flushed read by read, so chunked responses and server-sent
 // events reach the browser as the app writes them.
-func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasthttp.Response) {
+//
+// act, when set, is touched per chunk, so a long download read slowly
+// keeps its session busy for as long as bytes move.
+func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasthttp.Response, act *sessionActivity) {
 	body := resp.BodyStream()
 	if body == nil {
 		_, _ = w.Write(resp.Body())
@@ -304,6 +314,9 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 	for first := true; ; first = false {
 		n, err := body.Read(buf)
 		if n > 0 {
+			if act != nil {
+				act.touch()
+			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				_ = resp.CloseBodyStream()
 				return
@@ -347,21 +360,6 @@ func (f *fastProxy) upstreamFailed(w http.ResponseWriter, r *http.Request, err e
 	}
 	f.log.Debug("upstream error", "path", r.URL.Path, "err", err)
 	writeError(w, http.StatusBadGateway, messages.Errorf(messages.CodeUnavailable, "the session's app is not answering"))
-}
-
-// splitProxyPath splits "/p/<id>/rest" into the id, "/rest" and the
-// "/p/<id>" prefix without allocating: all three are slices of path.
-func splitProxyPath(path string) (id, rest, prefix string, ok bool) {
-	after, found := strings.CutPrefix(path, "/p/")
-	if !found {
-		return "", "", "", false
-	}
-	if i := strings.IndexByte(after, '/'); i >= 0 {
-		id, rest = after[:i], after[i:]
-	} else {
-		id = after
-	}
-	return id, rest, path[:3+len(id)], true
 }
 
 // validSessionID is messages.ValidSessionID without the regular

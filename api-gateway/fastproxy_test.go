@@ -29,16 +29,15 @@ func fpGateway(t *testing.T, upstream string) *httptest.Server {
 	p := newProxy(time.Second, slog.New(slog.DiscardHandler))
 	f := newFastProxy(time.Second, p.rp, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, rest, prefix, ok := splitProxyPath(r.URL.Path)
-		if !ok || id != fpSession {
+		rt := newRouter(messages.RoutingPath, "")
+		a, ok := rt.address(r)
+		if !ok || a.id != fpSession {
 			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session"))
 			return
 		}
-		r.URL.Path = rest
-		if r.URL.RawPath != "" {
-			r.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, prefix)
-		}
-		f.forward(w, r, upstream, prefix)
+		fwd := forwarding{upstream: upstream, prefix: a.prefix, publicHost: r.Host}
+		rt.appPath(r, a)
+		f.forward(w, r, fwd)
 	}))
 	t.Cleanup(func() { srv.Close(); f.closeIdle() })
 	return srv
@@ -108,7 +107,9 @@ func TestFastProxyResponseHeadersAndStatus(t *testing.T) {
 		if resp.StatusCode != http.StatusTeapot {
 			t.Errorf("%s: status %d, want 418", method, resp.StatusCode)
 		}
-		if got := resp.Header.Values("Set-Cookie"); strings.Join(got, "|") != "a=1; Path=/|b=2; HttpOnly" {
+		// Both cookies are kept, each scoped to the session (path routing).
+		want := "a=1; Path=/p/" + fpSession + "/|b=2; HttpOnly; Path=/p/" + fpSession + "/"
+		if got := resp.Header.Values("Set-Cookie"); strings.Join(got, "|") != want {
 			t.Errorf("%s: Set-Cookie %q", method, got)
 		}
 		if ct, ok := resp.Header["Content-Type"]; ok {

@@ -5,11 +5,14 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +32,16 @@ type Config struct {
 	// PublicURL is the base of session URLs; the provisioner builds them.
 	PublicURL    string        `envconfig:"PUBLIC_URL"`
 	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
+	// Routing is path, path-keep or subdomain (messages.Routing): how the
+	// proxy finds a session and what path its app sees.
+	Routing string `envconfig:"ROUTING" default:"path"`
+	// SessionDomain is the parent of session hosts under subdomain
+	// routing: <id>.<SessionDomain>, with a port if browsers use one.
+	SessionDomain string `envconfig:"SESSION_DOMAIN"`
+	// ProbeInterval is how often the proxy's view of session activity is
+	// published, for sessions with the proxy status source; zero publishes
+	// nothing, for gateways whose sessions never use that source.
+	ProbeInterval time.Duration `envconfig:"PROBE_INTERVAL" default:"5s"`
 	// UpstreamIdle closes idle keep-alive connections to apps. It must be
 	// well below any idle timeout, because an app or sidecar that counts
 	// TCP connections sees an idle pooled connection as a user.
@@ -54,6 +67,9 @@ type Gateway struct {
 	log    *slog.Logger
 	subj   messages.Subjects
 	routes *routeTable
+	router router
+	// name tells this replica's activity reports from other replicas'.
+	name   string
 	beats  *heartbeatCache
 	synced atomic.Bool
 	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
@@ -79,8 +95,19 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	if cfg.EventsKeepalive <= 0 {
 		cfg.EventsKeepalive = 15 * time.Second
 	}
+	routing, err := messages.ParseRouting(cfg.Routing)
+	if err != nil {
+		return nil, fmt.Errorf("SPAWNER_ROUTING: %w", err)
+	}
+	if routing == messages.RoutingSubdomain && strings.Trim(cfg.SessionDomain, ".") == "" {
+		return nil, errors.New("SPAWNER_ROUTING=subdomain needs SPAWNER_SESSION_DOMAIN")
+	}
+	if cfg.ProbeInterval < 0 {
+		return nil, fmt.Errorf("probe interval must not be negative, got %s", cfg.ProbeInterval)
+	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
-		routes: newRouteTable(), beats: newHeartbeatCache(), closing: make(chan struct{})}
+		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
+		beats: newHeartbeatCache(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
 	return g, nil
 }
@@ -110,7 +137,7 @@ func (g *Gateway) httpRoutes() []route {
 		{"GET /openapi.json", handleOpenAPI, true},
 		{"GET /{$}", handleDashboard, false},
 		{"GET /assets/", handleAssets, false},
-		{"/p/", g.handleProxy, false},
+		{"/p/", g.proxyRoute(), false},
 		{"/", func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 		}, false},
@@ -118,6 +145,8 @@ func (g *Gateway) httpRoutes() []route {
 }
 
 // Handler returns the gateway's HTTP handler, for embedding and tests.
+// Under subdomain routing a session's host reaches its session and
+// nothing else: never the API or the dashboard.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range g.httpRoutes() {
@@ -127,7 +156,33 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		mux.HandleFunc(rt.pattern, h)
 	}
-	return mux
+	if g.router.mode != messages.RoutingSubdomain {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := g.router.sessionHost(r.Host); ok {
+			g.handleProxy(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// proxyRoute is the handler of /p/: the proxy, or under subdomain routing
+// an answer that says where sessions are.
+func (g *Gateway) proxyRoute() http.HandlerFunc {
+	if g.router.mode == messages.RoutingSubdomain {
+		return g.proxyPathUnused
+	}
+	return g.handleProxy
+}
+
+// replicaName is the host name plus a random suffix, unique per process.
+func replicaName() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // Run listens on cfg.HTTPAddr until ctx is done, then stops taking new
@@ -152,16 +207,17 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	srv.RegisterOnShutdown(func() { g.closingOnce.Do(func() { close(g.closing) }) })
-	feedDone := make(chan struct{})
+	var feeds sync.WaitGroup
 	feedCtx, stopFeeds := context.WithCancel(ctx)
-	go func() { defer close(feedDone); g.feed(feedCtx) }()
+	feeds.Go(func() { g.feed(feedCtx) })
+	feeds.Go(func() { g.publishActivity(feedCtx) })
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	g.log.Info("gateway listening", "addr", ln.Addr().String())
 	select {
 	case err := <-serveErr:
 		stopFeeds()
-		<-feedDone
+		feeds.Wait()
 		return fmt.Errorf("gateway serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -173,7 +229,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	g.proxy.closeIdle()
 	stopFeeds()
-	<-feedDone
+	feeds.Wait()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -223,17 +279,4 @@ func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}
-}
-
-// sessionIDFromProxyPath splits "/p/<id>/rest" into id and "/rest".
-func sessionIDFromProxyPath(path string) (id, rest string, ok bool) {
-	after, found := strings.CutPrefix(path, "/p/")
-	if !found {
-		return "", "", false
-	}
-	id, rest, found = strings.Cut(after, "/")
-	if !found {
-		return id, "", true
-	}
-	return id, "/" + rest, true
 }

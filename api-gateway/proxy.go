@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,19 +18,36 @@ import (
 // registry watch, so a proxied request costs a map lookup, not a KV read.
 type routeTable struct {
 	mu     sync.RWMutex
-	routes map[string]string
+	routes map[string]*sessionRoute
 }
 
-func newRouteTable() *routeTable { return &routeTable{routes: map[string]string{}} }
+// sessionRoute is one ready session as the proxy needs it.
+type sessionRoute struct {
+	upstream string
+	// act counts the session's traffic when the proxy is one of its
+	// status sources, and is nil otherwise, so other sessions pay nothing.
+	act *sessionActivity
+}
+
+func newRouteTable() *routeTable { return &routeTable{routes: map[string]*sessionRoute{}} }
 
 func (t *routeTable) apply(s messages.Session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s.Status == messages.StatusReady && s.Upstream != "" {
-		t.routes[s.ID] = s.Upstream
-	} else {
+	if s.Status != messages.StatusReady || s.Upstream == "" {
 		delete(t.routes, s.ID)
+		return
 	}
+	old := t.routes[s.ID]
+	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity {
+		return // Keep the activity counted so far.
+	}
+	rt := &sessionRoute{upstream: s.Upstream}
+	if s.ProxyActivity {
+		rt.act = &sessionActivity{}
+		rt.act.touch()
+	}
+	t.routes[s.ID] = rt
 }
 
 func (t *routeTable) remove(id string) {
@@ -40,14 +56,26 @@ func (t *routeTable) remove(id string) {
 	t.mu.Unlock()
 }
 
-func (t *routeTable) lookup(id string) (string, bool) {
+func (t *routeTable) lookup(id string) (*sessionRoute, bool) {
 	t.mu.RLock()
-	u, ok := t.routes[id]
+	r, ok := t.routes[id]
 	t.mu.RUnlock()
-	return u, ok
+	return r, ok
 }
 
-type upstreamKey struct{}
+// eachActivity calls fn for every session whose traffic is counted.
+func (t *routeTable) eachActivity(fn func(id string, a *sessionActivity)) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for id, r := range t.routes {
+		if r.act != nil {
+			fn(id, r.act)
+		}
+	}
+}
+
+// forwardingKey carries a forwarding to the standard reverse proxy.
+type forwardingKey struct{}
 
 // proxy forwards to upstreams taken only from the registry, never from the
 // request, so a client cannot make Spawner connect where it chooses.
@@ -71,14 +99,20 @@ func newProxy(upstreamIdle time.Duration, log *slog.Logger) *proxy {
 	p.rp = &httputil.ReverseProxy{
 		Transport: transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			upstream := pr.In.Context().Value(upstreamKey{}).(string)
+			fwd := pr.In.Context().Value(forwardingKey{}).(forwarding)
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = upstream
+			pr.Out.URL.Host = fwd.upstream
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
-			if prefix, ok := pr.In.Context().Value(prefixKey{}).(string); ok {
-				pr.Out.Header.Set("X-Forwarded-Prefix", prefix)
+			if fwd.prefix != "" {
+				pr.Out.Header.Set("X-Forwarded-Prefix", fwd.prefix)
 			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if fwd := resp.Request.Context().Value(forwardingKey{}).(forwarding); fwd.prefix != "" {
+				rewriteResponse(resp.Header, fwd.prefix, fwd.upstream, fwd.publicHost)
+			}
+			return nil
 		},
 		// Flush at once so that streamed responses and server-sent events
 		// reach the browser as they are written.
@@ -95,49 +129,73 @@ func newProxy(upstreamIdle time.Duration, log *slog.Logger) *proxy {
 	return p
 }
 
-type prefixKey struct{}
-
 func (p *proxy) closeIdle() { p.transport.CloseIdleConnections(); p.fast.closeIdle() }
 
 func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
-	id, rest, _ := sessionIDFromProxyPath(r.URL.Path)
-	if !validSessionID(id) {
-		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session at this path"))
+	a, _ := g.router.address(r)
+	if !validSessionID(a.id) {
+		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session at this address"))
 		return
 	}
-	if !g.authorizeSession(w, r, id) {
+	if !g.authorizeSession(w, r, a) {
 		return
 	}
-	upstream, ok := g.routes.lookup(id)
+	rt, ok := g.routes.lookup(a.id)
 	if !ok {
 		// The reply to /init can reach a client before the watch reaches
 		// us; one registry read closes that gap.
-		entry, err := g.reg.Get(r.Context(), id)
+		entry, err := g.reg.Get(r.Context(), a.id)
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
-			g.log.Warn("route lookup", "session_id", id, "err", err)
+			g.log.Warn("route lookup", "session_id", a.id, "err", err)
 			writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "the session registry cannot be read"))
 			return
 		}
 		if err != nil || entry.Session.Status != messages.StatusReady {
-			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
+			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", a.id))
 			return
 		}
 		g.routes.apply(entry.Session)
-		upstream = entry.Session.Upstream
+		if rt, ok = g.routes.lookup(a.id); !ok {
+			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", a.id))
+			return
+		}
 	}
-	if rest == "" {
-		target := "/p/" + id + "/"
+	if a.prefix != "" && a.rest == "" {
+		target := a.prefix + "/"
 		if r.URL.RawQuery != "" {
 			target += "?" + r.URL.RawQuery
 		}
 		http.Redirect(w, r, target, http.StatusPermanentRedirect)
 		return
 	}
-	prefix := "/p/" + id
-	// The request is ours to change: only the path loses its prefix.
-	r.URL.Path = rest
-	if r.URL.RawPath != "" {
-		r.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, prefix)
+	fwd := forwarding{upstream: rt.upstream, act: rt.act, publicHost: r.Host}
+	if g.router.mode == messages.RoutingPath {
+		// Only under path routing does the app see other paths than the
+		// browser, so only then is X-Forwarded-Prefix set and are its
+		// redirects and cookies rewritten.
+		fwd.prefix = a.prefix
 	}
-	g.proxy.fast.forward(w, r, upstream, prefix)
+	if rt.act != nil {
+		done := rt.act.begin(r.Header.Get("Upgrade") != "")
+		defer done()
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &activityBody{ReadCloser: r.Body, act: rt.act}
+		}
+	}
+	// The request is ours to change: only the path may lose its prefix.
+	g.router.appPath(r, a)
+	g.proxy.fast.forward(w, r, fwd)
+}
+
+// forwarding is where and how one request is proxied.
+type forwarding struct {
+	upstream string
+	// prefix is "/p/<id>" under path routing, for X-Forwarded-Prefix and
+	// for rewriting the app's redirects and cookies; "" otherwise.
+	prefix string
+	// publicHost is the Host the browser used, so that a redirect the app
+	// built from it can be kept inside the session.
+	publicHost string
+	// act, when set, counts the traffic for the proxy status source.
+	act *sessionActivity
 }

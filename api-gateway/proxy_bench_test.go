@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -28,40 +29,30 @@ func benchRoutes(n int) (*routeTable, []string) {
 }
 
 // BenchmarkSessionLookup is the per-request route lookup with 10,000 live
-// sessions: split the path, check the id, find the upstream.
+// sessions, as proxySession does it: address the request, check the id,
+// find the upstream.
 func BenchmarkSessionLookup(b *testing.B) {
 	routes, ids := benchRoutes(10_000)
-	paths := make([]string, len(ids))
+	reqs := make([]*http.Request, len(ids))
 	for i, id := range ids {
-		paths[i] = "/p/" + id + "/api/items?page=2"
+		reqs[i] = httptest.NewRequest(http.MethodGet, "/p/"+id+"/api/items?page=2", nil)
 	}
-	b.Run("fast", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			id, _, _, _ := splitProxyPath(paths[i%len(paths)])
-			if !validSessionID(id) {
-				b.Fatal("invalid id")
-			}
-			if _, ok := routes.lookup(id); !ok {
-				b.Fatal("no route")
-			}
-			i++
+	rt := newRouter(messages.RoutingPath, "")
+	lookup := func(r *http.Request) bool {
+		a, ok := rt.address(r)
+		if !ok || !validSessionID(a.id) {
+			return false
 		}
-	})
-	// The lookup as proxySession first wrote it, for comparison.
-	b.Run("regexp", func(b *testing.B) {
+		_, ok = routes.lookup(a.id)
+		return ok
+	}
+	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			id, rest, _ := sessionIDFromProxyPath(paths[i%len(paths)])
-			if !messages.ValidSessionID(id) {
-				b.Fatal("invalid id")
-			}
-			if _, ok := routes.lookup(id); !ok {
+			if !lookup(reqs[i%len(reqs)]) {
 				b.Fatal("no route")
 			}
-			_ = "/p/" + id + rest
 			i++
 		}
 	})
@@ -70,8 +61,7 @@ func BenchmarkSessionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0
 			for pb.Next() {
-				id, _, _, _ := splitProxyPath(paths[i%len(paths)])
-				if _, ok := routes.lookup(id); !ok || !validSessionID(id) {
+				if !lookup(reqs[i%len(reqs)]) {
 					b.Error("no route")
 					return
 				}
@@ -135,7 +125,8 @@ func BenchmarkProxy(b *testing.B) {
 	})
 }
 
-func TestSplitProxyPath(t *testing.T) {
+func TestRouterAddress(t *testing.T) {
+	path := newRouter(messages.RoutingPath, "")
 	cases := []struct{ path, id, rest, prefix string }{
 		{"/p/" + fpSession + "/a/b", fpSession, "/a/b", "/p/" + fpSession},
 		{"/p/" + fpSession + "/", fpSession, "/", "/p/" + fpSession},
@@ -143,33 +134,57 @@ func TestSplitProxyPath(t *testing.T) {
 		{"/p//x", "", "/x", "/p/"},
 	}
 	for _, c := range cases {
-		id, rest, prefix, ok := splitProxyPath(c.path)
-		if !ok || id != c.id || rest != c.rest || prefix != c.prefix {
-			t.Errorf("splitProxyPath(%q) = %q %q %q %v", c.path, id, rest, prefix, ok)
+		a, ok := path.address(httptest.NewRequest(http.MethodGet, c.path, nil))
+		if !ok || a.id != c.id || a.rest != c.rest || a.prefix != c.prefix {
+			t.Errorf("address(%q) = %+v %v", c.path, a, ok)
 		}
 	}
-	if _, _, _, ok := splitProxyPath("/q/x"); ok {
+	if _, ok := path.address(httptest.NewRequest(http.MethodGet, "/q/x", nil)); ok {
 		t.Error("a path outside /p/ was accepted")
+	}
+	sub := newRouter(messages.RoutingSubdomain, "sessions.localhost:8080")
+	for host, want := range map[string]string{
+		fpSession + ".sessions.localhost:8080": fpSession,
+		"ABC.Sessions.LocalHost:8080":          "abc",
+		"sessions.localhost:8080":              "",
+		"x.y.sessions.localhost:8080":          "",
+		fpSession + ".sessions.localhost:9090": "",
+		fpSession + ".evil.com":                "",
+		fpSession + "sessions.localhost:8080":  "",
+	} {
+		id, ok := sub.sessionHost(host)
+		if ok != (want != "") || id != want {
+			t.Errorf("sessionHost(%q) = %q %v, want %q", host, id, ok, want)
+		}
+	}
+	noPort := newRouter(messages.RoutingSubdomain, "sessions.example.com")
+	if id, ok := noPort.sessionHost(fpSession + ".sessions.example.com:443"); !ok || id != fpSession {
+		t.Errorf("a session host with a port was not matched by a domain without one: %q %v", id, ok)
 	}
 }
 
-// FuzzProxyPath holds the allocation-free path split and id check to the
-// definitions the rest of Spawner uses.
+// FuzzProxyPath holds the proxy's one path parser to the definitions the
+// rest of Spawner uses.
 func FuzzProxyPath(f *testing.F) {
 	for _, s := range []string{"/p/" + fpSession + "/x?y", "/p/", "/p/ABCDEFGHIJKLMNOPQRSTUVWXYZ/", "/p/abc", "/x", "/p/" + fpSession} {
-		f.Add(s)
+		f.Add(s, fpSession+".s.localhost:8080")
 	}
-	f.Fuzz(func(t *testing.T, path string) {
-		id, rest, prefix, ok := splitProxyPath(path)
-		wid, wrest, wok := sessionIDFromProxyPath(path)
-		if ok != wok || id != wid || rest != wrest {
-			t.Fatalf("splitProxyPath(%q) = %q %q %v; sessionIDFromProxyPath = %q %q %v", path, id, rest, ok, wid, wrest, wok)
+	path := newRouter(messages.RoutingPath, "")
+	sub := newRouter(messages.RoutingSubdomain, "s.localhost:8080")
+	f.Fuzz(func(t *testing.T, p, host string) {
+		r := &http.Request{URL: &url.URL{Path: p}, Host: host}
+		a, ok := path.address(r)
+		if ok != strings.HasPrefix(p, "/p/") {
+			t.Fatalf("address(%q) ok = %v", p, ok)
 		}
-		if ok && prefix+rest != path {
-			t.Fatalf("prefix %q + rest %q != %q", prefix, rest, path)
+		if ok && (a.prefix+a.rest != p || a.prefix != "/p/"+a.id || strings.Contains(a.id, "/")) {
+			t.Fatalf("address(%q) = %+v", p, a)
 		}
-		if validSessionID(id) != messages.ValidSessionID(id) {
-			t.Fatalf("validSessionID(%q) = %v, messages says %v", id, validSessionID(id), messages.ValidSessionID(id))
+		if validSessionID(a.id) != messages.ValidSessionID(a.id) {
+			t.Fatalf("validSessionID(%q) = %v, messages says %v", a.id, validSessionID(a.id), messages.ValidSessionID(a.id))
+		}
+		if id, ok := sub.sessionHost(host); ok && !strings.EqualFold(id+".s.localhost:8080", strings.TrimSuffix(host, ".")) {
+			t.Fatalf("sessionHost(%q) = %q", host, id)
 		}
 	})
 }

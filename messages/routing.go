@@ -59,3 +59,59 @@ func (r Routing) SessionURL(publicURL, sessionDomain, id string) string {
 	}
 	return strings.TrimRight(publicURL, "/") + ProxyPrefix(id) + "/"
 }
+
+// StatusSources says where a session's activity comes from, as
+// SPAWNER_STATUS_SOURCE names it: "app", "sidecar" or "proxy", or one of
+// the first two combined with the third ("app,proxy"). A session is idle
+// only when every source says so.
+type StatusSources struct {
+	// App polls the app's own /status.
+	App bool
+	// Sidecar polls a sidecar that counts the app's TCP connections.
+	Sidecar bool
+	// Proxy counts the gateway's requests, streams and upgraded connections.
+	Proxy bool
+}
+
+// ParseStatusSources reads a comma-separated list of sources; empty means
+// "app".
+func ParseStatusSources(s string) (StatusSources, error) {
+	var src StatusSources
+	if strings.TrimSpace(s) == "" {
+		return StatusSources{App: true}, nil
+	}
+	for name := range strings.SplitSeq(s, ",") {
+		switch strings.TrimSpace(name) {
+		case "app":
+			src.App = true
+		case "sidecar":
+			src.Sidecar = true
+		case "proxy":
+			src.Proxy = true
+		default:
+			return StatusSources{}, fmt.Errorf("status source %q: want app, sidecar or proxy, or a comma-separated mix such as app,proxy", s)
+		}
+	}
+	if src.App && src.Sidecar {
+		return StatusSources{}, fmt.Errorf("status source %q: app and sidecar both poll a /status; pick one", s)
+	}
+	return src, nil
+}
+
+// Polled reports whether the prober polls a /status for these sources.
+func (s StatusSources) Polled() bool { return s.App || s.Sidecar }
+
+// String is the canonical comma-separated form.
+func (s StatusSources) String() string {
+	var parts []string
+	if s.App {
+		parts = append(parts, "app")
+	}
+	if s.Sidecar {
+		parts = append(parts, "sidecar")
+	}
+	if s.Proxy {
+		parts = append(parts, "proxy")
+	}
+	return strings.Join(parts, ",")
+}

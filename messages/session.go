@@ -54,6 +54,9 @@ type Session struct {
 	Upstream string `json:"upstream,omitempty"`
 	// StatusURL is what the prober polls: the app's /status or a sidecar's.
 	StatusURL string `json:"status_url,omitempty"`
+	// ProxyActivity says the gateway's view of the session's traffic is
+	// one of its activity sources (SPAWNER_STATUS_SOURCE includes proxy).
+	ProxyActivity bool `json:"proxy_activity,omitempty"`
 	// Owner names the provisioner that started the session.
 	Owner string `json:"owner,omitempty"`
 	// TokenHash is the SHA-256 of the session's access token, when there is one.

@@ -63,6 +63,11 @@ func (s Subjects) Heartbeat(sessionID string) string { return s.prefix + ".heart
 // Heartbeats matches every session's heartbeats.
 func (s Subjects) Heartbeats() string { return s.prefix + ".heartbeat.*" }
 
+// Activity is where gateways publish what their proxies saw of each
+// session's traffic, for the proxy status source. It is core NATS, not a
+// stream: the prober folds it into the next heartbeat.
+func (s Subjects) Activity() string { return s.prefix + ".activity" }
+
 // HeartbeatStream is the JetStream stream that keeps heartbeats for the reaper.
 func (s Subjects) HeartbeatStream() string { return s.prefix + "_heartbeats" }
 
