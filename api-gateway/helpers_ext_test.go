@@ -37,7 +37,10 @@ type site struct {
 	client *http.Client
 }
 
-func newSite(t testing.TB) *site {
+func newSite(t testing.TB) *site { return newSiteWith(t, nil) }
+
+// newSiteWith is newSite with the gateway's configuration changed by edit.
+func newSiteWith(t testing.TB, edit func(*gateway.Config)) *site {
 	t.Helper()
 	env := bustest.Run(t)
 	peer, err := nats.Connect(env.Server.ClientURL())
@@ -46,8 +49,12 @@ func newSite(t testing.TB) *site {
 	}
 	t.Cleanup(peer.Close)
 	reg := registry.New(env.KV)
-	gw, err := gateway.New(gateway.Config{Prefix: messages.DefaultPrefix, SpawnTimeout: 10 * time.Second,
-		UpstreamIdle: time.Second, DrainTimeout: time.Second}, env.Conn, reg, slog.New(slog.DiscardHandler))
+	cfg := gateway.Config{Prefix: messages.DefaultPrefix, SpawnTimeout: 10 * time.Second,
+		UpstreamIdle: time.Second, DrainTimeout: time.Second}
+	if edit != nil {
+		edit(&cfg)
+	}
+	gw, err := gateway.New(cfg, env.Conn, reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,6 +144,9 @@ func (c *statusClient) roundTrip(conn net.Conn, deadline time.Time) (st messages
 }
 
 func (c *statusClient) close() {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn != nil {

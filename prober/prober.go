@@ -39,11 +39,20 @@ type Prober struct {
 
 	mu      sync.Mutex
 	targets map[string]*target
+	// activity is the gateways' view of sessions with the proxy source.
+	activity *activityBook
+	// started bounds a session's idle time from below: what the gateways
+	// reported before this prober ran is unknown to it.
+	started time.Time
 }
 
 type target struct {
-	statusURL    string
+	statusURL string
+	// client polls statusURL; it is nil when the proxy is the session's
+	// only activity source.
 	client       *statusClient
+	proxy        bool
+	since        time.Time
 	failingSince time.Time
 	probing      bool
 	// slot is the part of the interval in which the target is probed.
@@ -80,12 +89,17 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 	cfg.Concurrency = max(cfg.Concurrency, 1)
 	return &Prober{
 		cfg: cfg, nc: nc, reg: reg, now: now, subj: subj, log: log.With("component", "prober"),
-		targets: map[string]*target{},
+		targets: map[string]*target{}, activity: newActivityBook(cfg.Interval), started: now(),
 	}, nil
 }
 
 // Run probes until ctx is done and returns nil then.
 func (p *Prober) Run(ctx context.Context) error {
+	actSub, err := p.nc.Subscribe(p.subj.Activity(), func(m *nats.Msg) { p.activity.record(m, p.probes) })
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", p.subj.Activity(), err)
+	}
+	defer func() { _ = actSub.Unsubscribe() }()
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- p.watch(ctx) }()
 	slots := p.slots()
@@ -120,17 +134,28 @@ func (p *Prober) Run(ctx context.Context) error {
 
 // due returns the targets of slot not already being probed, so a slow
 // target is never probed twice at once.
-func (p *Prober) due(slot int) map[string]*statusClient {
+// due returns copies, because the watch may change a target while it is
+// being probed.
+func (p *Prober) due(slot int) map[string]target {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]*statusClient, len(p.targets)/p.slots()+1)
+	out := make(map[string]target, len(p.targets)/p.slots()+1)
 	for id, t := range p.targets {
 		if t.slot == slot && !t.probing {
 			t.probing = true
-			out[id] = t.client
+			out[id] = *t
 		}
 	}
 	return out
+}
+
+// probes reports whether the session is one of this prober's targets with
+// the proxy among its sources.
+func (p *Prober) probes(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[id]
+	return ok && t.proxy
 }
 
 func (p *Prober) watch(ctx context.Context) error {
@@ -141,22 +166,33 @@ func (p *Prober) watch(ctx context.Context) error {
 			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			if c.Deleted || c.Session.Status != messages.StatusReady || c.Session.StatusURL == "" {
+			s := c.Session
+			if c.Deleted || s.Status != messages.StatusReady || (s.StatusURL == "" && !s.ProxyActivity) {
 				if t, ok := p.targets[c.ID]; ok {
 					t.client.close()
 					delete(p.targets, c.ID)
+					p.activity.forget(c.ID)
 				}
 				return
 			}
-			if t, ok := p.targets[c.ID]; ok {
-				if t.statusURL != c.Session.StatusURL {
-					t.client.close()
-					t.statusURL, t.client = c.Session.StatusURL, newStatusClient(c.Session.StatusURL, p.cfg)
-				}
-				return
+			t, ok := p.targets[c.ID]
+			if !ok {
+				t = &target{slot: p.slotOf(c.ID)}
+				p.targets[c.ID] = t
 			}
-			p.targets[c.ID] = &target{statusURL: c.Session.StatusURL, client: newStatusClient(c.Session.StatusURL, p.cfg),
-				slot: p.slotOf(c.ID)}
+			if !ok || t.statusURL != s.StatusURL {
+				t.client.close()
+				t.statusURL, t.client = s.StatusURL, nil
+				if s.StatusURL != "" {
+					t.client = newStatusClient(s.StatusURL, p.cfg)
+				}
+			}
+			// Idle time counts from when the session became usable: ready,
+			// or claimed from the warm pool.
+			t.proxy, t.since = s.ProxyActivity, s.ReadyAt
+			if s.ClaimedAt.After(t.since) {
+				t.since = s.ClaimedAt
+			}
 		})
 		if ctx.Err() != nil {
 			return nil
@@ -171,12 +207,16 @@ func (p *Prober) watch(ctx context.Context) error {
 	}
 }
 
-func (p *Prober) probe(ctx context.Context, id string, client *statusClient) {
+func (p *Prober) probe(ctx context.Context, id string, tg target) {
 	start := p.now()
-	st, err := client.fetch(p.cfg.Timeout)
+	var st messages.AppStatus
+	var err error
+	if tg.client != nil {
+		st, err = tg.client.fetch(p.cfg.Timeout)
+	}
 	took := p.now().Sub(start)
 	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: took.Seconds()}
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && tg.client != nil {
 		p.cfg.Metrics.Probed(took, err != nil)
 	}
 	p.mu.Lock()
@@ -199,6 +239,14 @@ func (p *Prober) probe(ctx context.Context, id string, client *statusClient) {
 		hb.Error = err.Error()
 	} else {
 		hb.OK, hb.ActiveConnections, hb.SecondsInactive, hb.Listening = true, st.ActiveConnections, st.SecondsInactive, st.Listening
+	}
+	if tg.proxy {
+		since := tg.since
+		if p.started.After(since) {
+			since = p.started
+		}
+		open, last := p.activity.view(id, since, start)
+		mergeProxy(&hb, tg.client != nil, open, last, start)
 	}
 	data, _ := json.Marshal(hb)
 	if err := p.nc.Publish(p.subj.Heartbeat(id), data); err != nil {

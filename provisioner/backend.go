@@ -43,6 +43,9 @@ type Instance struct {
 	StatusURL string
 	// Handle names the instance in the backend: a pid, a pod, a container.
 	Handle string
+	// ProxyActivity says the gateway's traffic count is one of the
+	// instance's activity sources (SPAWNER_STATUS_SOURCE includes proxy).
+	ProxyActivity bool
 }
 
 // Exit reports an instance that ended without being asked to.

@@ -186,6 +186,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		return messages.SpawnReply{}, messages.Errorf(code, "session %s: %v", id, err)
 	}
 	s.Status, s.Upstream, s.StatusURL, s.ReadyAt = messages.StatusReady, inst.Upstream, inst.StatusURL, p.now().UTC()
+	s.ProxyActivity = inst.ProxyActivity
 	if _, err := p.reg.Update(ctx, s, rev); err != nil {
 		// A stop arrived while we were starting; it wins.
 		err = fmt.Errorf("stopped while starting: %w", err)

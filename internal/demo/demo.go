@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,9 @@ type App struct {
 	hub        *hub
 	sessionID  string
 	sessionURL string
+	// basePath is where the app's pages live, "/p/<id>/" under path-keep
+	// routing; /status stays at the root, where the prober asks.
+	basePath string
 
 	// pingEvery and writeTimeout are fields rather than constants so tests
 	// can shorten them.
@@ -84,6 +88,7 @@ func New(cfg Config, clock func() time.Time, log *slog.Logger) *App {
 		// session, not where to listen, and Spawner always passes them.
 		sessionID:    os.Getenv("SPAWNER_SESSION_ID"),
 		sessionURL:   os.Getenv("SPAWNER_SESSION_URL"),
+		basePath:     os.Getenv("SPAWNER_BASE_PATH"),
 		pingEvery:    20 * time.Second,
 		writeTimeout: 10 * time.Second,
 		cfg:          cfg,
@@ -100,7 +105,14 @@ func (a *App) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return mux
+	base := strings.TrimRight(a.basePath, "/")
+	if base == "" {
+		return mux
+	}
+	outer := http.NewServeMux()
+	outer.HandleFunc("GET /status", a.serveStatus)
+	outer.Handle(base+"/", http.StripPrefix(base, mux))
+	return outer
 }
 
 // Run serves on Config's address until ctx ends, then shuts down gracefully and returns nil.

@@ -28,8 +28,9 @@ type Config struct {
 	Command string `envconfig:"APP_COMMAND"`
 	// Host is the loopback address apps bind to.
 	Host string `envconfig:"APP_HOST" default:"127.0.0.1"`
-	// StatusSource is "app" (the app serves /status) or "sidecar" (Spawner
-	// watches the app's TCP connections itself).
+	// StatusSource is "app" (the app serves /status), "sidecar" (Spawner
+	// watches the app's TCP connections itself) or "proxy" (the gateway
+	// counts the session's traffic), or "app,proxy" or "sidecar,proxy".
 	StatusSource string        `envconfig:"STATUS_SOURCE" default:"app"`
 	StopGrace    time.Duration `envconfig:"STOP_GRACE" default:"3s"`
 }
@@ -42,6 +43,7 @@ type StatusWatcher func(host string, appPort int) (statusURL string, stop func()
 // Backend runs sessions as local process groups.
 type Backend struct {
 	cfg     Config
+	sources messages.StatusSources
 	log     *slog.Logger
 	watcher StatusWatcher
 	client  readinessClient
@@ -76,20 +78,17 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
-	switch cfg.StatusSource {
-	case "", "app":
-		cfg.StatusSource = "app"
-	case "sidecar":
-		if watcher == nil {
-			return nil, errors.New("process backend: sidecar status source needs a watcher")
-		}
-	default:
-		return nil, fmt.Errorf("process backend: status source %q: want app or sidecar", cfg.StatusSource)
+	sources, err := messages.ParseStatusSources(cfg.StatusSource)
+	if err != nil {
+		return nil, fmt.Errorf("process backend: %w", err)
+	}
+	if sources.Sidecar && watcher == nil {
+		return nil, errors.New("process backend: sidecar status source needs a watcher")
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 3 * time.Second
 	}
-	return &Backend{cfg: cfg, log: log.With("component", "process-backend"), watcher: watcher,
+	return &Backend{cfg: cfg, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
 		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}, nil
 }
 
@@ -160,11 +159,17 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	p.statusURL = statusURL
 	b.mu.Unlock()
 	return provisioner.Instance{SessionID: spec.SessionID, Upstream: upstream, StatusURL: statusURL,
-		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid)}, nil
+		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid), ProxyActivity: b.sources.Proxy}, nil
 }
 
+// awaitReady waits until the app serves, and returns the URL the prober
+// polls: the app's /status, the sidecar watcher's, or none when the proxy
+// alone counts the session's activity.
 func (b *Backend) awaitReady(ctx context.Context, p *proc, upstream string, port int) (string, error) {
-	if b.cfg.StatusSource == "sidecar" {
+	if !b.sources.Polled() {
+		return "", b.client.awaitListening(ctx, p.done, upstream)
+	}
+	if b.sources.Sidecar {
 		if err := b.client.awaitListening(ctx, p.done, upstream); err != nil {
 			return "", err
 		}
@@ -252,7 +257,7 @@ func (b *Backend) List(context.Context) ([]provisioner.Instance, error) {
 			continue
 		}
 		out = append(out, provisioner.Instance{SessionID: id, Upstream: p.upstream, StatusURL: p.statusURL,
-			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid)})
+			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid), ProxyActivity: b.sources.Proxy})
 	}
 	return out, nil
 }
