@@ -39,6 +39,9 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 	if err := req.Validate(); err != nil {
 		return messages.SpawnReply{}, err
 	}
+	if err := p.env.Check(req.Env); err != nil {
+		return messages.SpawnReply{}, err
+	}
 	if rep, ok, err := p.fromPool(ctx, req); ok || err != nil {
 		return rep, err
 	}
