@@ -39,6 +39,12 @@ type site struct {
 
 func newSite(t testing.TB) *site {
 	t.Helper()
+	return newSiteWith(t, nil)
+}
+
+// newSiteWith is newSite with changes to the gateway's configuration.
+func newSiteWith(t testing.TB, configure func(*gateway.Config)) *site {
+	t.Helper()
 	env := bustest.Run(t)
 	peer, err := nats.Connect(env.Server.ClientURL())
 	if err != nil {
@@ -46,8 +52,12 @@ func newSite(t testing.TB) *site {
 	}
 	t.Cleanup(peer.Close)
 	reg := registry.New(env.KV)
-	gw, err := gateway.New(gateway.Config{Prefix: messages.DefaultPrefix, SpawnTimeout: 10 * time.Second,
-		UpstreamIdle: time.Second, DrainTimeout: time.Second}, env.Conn, reg, slog.New(slog.DiscardHandler))
+	cfg := gateway.Config{Prefix: messages.DefaultPrefix, SpawnTimeout: 10 * time.Second,
+		UpstreamIdle: time.Second, DrainTimeout: time.Second}
+	if configure != nil {
+		configure(&cfg)
+	}
+	gw, err := gateway.New(cfg, env.Conn, reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,6 +75,7 @@ func newProxy(upstreamIdle time.Duration, log *slog.Logger) *proxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = upstream
 			pr.Out.Host = pr.In.Host
+			dropForgedHeaders(pr.Out.Header)
 			pr.SetXForwarded()
 			if prefix, ok := pr.In.Context().Value(prefixKey{}).(string); ok {
 				pr.Out.Header.Set("X-Forwarded-Prefix", prefix)
