@@ -23,7 +23,7 @@ func (tokenOf) Valid(id, token string) bool { return token == "tok-"+id }
 // query; on a WebSocket it sends the same as its first message.
 type headersSeen struct {
 	Header http.Header `json:"header"`
-	Query  string              `json:"query"`
+	Query  string      `json:"query"`
 }
 
 func headerApp(t *testing.T) string {
