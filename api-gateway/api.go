@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"sort"
 	"sync"
@@ -59,8 +58,12 @@ func httpStatus(code messages.ErrorCode) int {
 }
 
 func (g *Gateway) handleInit(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, messages.MaxRequestBytes))
+	body, err := g.readBody(w, r)
 	var tooBig *http.MaxBytesError
+	if isTimeout(err) {
+		writeError(w, http.StatusRequestTimeout, messages.Errorf(messages.CodeBadRequest, "the request body did not arrive within %s", g.cfg.APIBodyTimeout))
+		return
+	}
 	if errors.As(err, &tooBig) {
 		writeError(w, http.StatusRequestEntityTooLarge, messages.Errorf(messages.CodeTooLarge, "request body is over %d bytes", messages.MaxRequestBytes))
 		return

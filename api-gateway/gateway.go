@@ -38,6 +38,15 @@ type Config struct {
 	// EventsKeepalive is how often an idle event stream gets a comment, so
 	// that proxies and load balancers do not close it.
 	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s"`
+	// APIBodyTimeout bounds how long an API request body may take to
+	// arrive; without it a body trickled at 1 byte/s was read forever.
+	// Negative turns it off.
+	APIBodyTimeout time.Duration `envconfig:"API_BODY_TIMEOUT" default:"10s"`
+	// ProxyBodyIdle cuts a request body on its way to an app when nothing
+	// arrives for this long; after that long, ProxyBodyMinRate (bytes per
+	// second, on average) must also be kept. Negative turns each off.
+	ProxyBodyIdle    time.Duration `envconfig:"PROXY_BODY_IDLE" default:"30s"`
+	ProxyBodyMinRate int64         `envconfig:"PROXY_BODY_MIN_RATE" default:"1024"`
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
 	Metrics *metrics.Metrics `ignored:"true"`
@@ -78,6 +87,15 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	}
 	if cfg.EventsKeepalive <= 0 {
 		cfg.EventsKeepalive = 15 * time.Second
+	}
+	if cfg.APIBodyTimeout == 0 {
+		cfg.APIBodyTimeout = 10 * time.Second
+	}
+	if cfg.ProxyBodyIdle == 0 {
+		cfg.ProxyBodyIdle = 30 * time.Second
+	}
+	if cfg.ProxyBodyMinRate == 0 {
+		cfg.ProxyBodyMinRate = 1024
 	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
 		routes: newRouteTable(), beats: newHeartbeatCache(), closing: make(chan struct{})}

@@ -134,6 +134,7 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target, http.StatusPermanentRedirect)
 		return
 	}
+	g.guardBody(w, r)
 	prefix := "/p/" + id
 	// The request is ours to change: only the path loses its prefix.
 	r.URL.Path = rest
