@@ -74,6 +74,7 @@ type Gateway struct {
 	// idle by themselves and would hold up the drain.
 	closing     chan struct{}
 	closingOnce sync.Once
+	knownRoutes
 }
 
 // New builds a gateway; Run serves it.
@@ -129,9 +130,7 @@ func (g *Gateway) httpRoutes() []route {
 		{"GET /{$}", handleDashboard, false},
 		{"GET /assets/", handleAssets, false},
 		{"/p/", g.handleProxy, false},
-		{"/", func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-		}, false},
+		{"/", g.handleNoRoute, false},
 	}
 }
 
