@@ -113,8 +113,8 @@ func (r SpawnRequest) Validate() error {
 		if reservedEnvNames[name] || strings.HasPrefix(name, "SPAWNER_") {
 			return Errorf(CodeBadRequest, "env: %q is reserved", name)
 		}
-		if len(value) > MaxValueLength || strings.ContainsRune(value, 0) {
-			return Errorf(CodeBadRequest, "env: value of %q is over %d bytes or holds NUL", name, MaxValueLength)
+		if len(value) > MaxValueLength || strings.ContainsRune(value, 0) || !utf8.ValidString(value) {
+			return Errorf(CodeBadRequest, "env: value of %q is over %d bytes, holds NUL or is not UTF-8", name, MaxValueLength)
 		}
 	}
 	if len(r.Labels) > MaxMapEntries {

@@ -156,7 +156,7 @@ func TestDecodeSpawnRequestRejects(t *testing.T) {
 }
 
 func TestValidateRejectsInvalidUTF8(t *testing.T) {
-	for _, req := range []messages.SpawnRequest{{Key: "a\xffb"}, {RequestID: "\xc3"}} {
+	for _, req := range []messages.SpawnRequest{{Key: "a\xffb"}, {RequestID: "\xc3"}, {Env: map[string]string{"A": "\xff"}}, {Key: "a\x00"}} {
 		if err := req.Validate(); err == nil {
 			t.Errorf("Validate(%#v) = nil, want an error", req)
 		}
