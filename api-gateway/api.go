@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"sort"
 	"sync"
@@ -59,8 +58,12 @@ func httpStatus(code messages.ErrorCode) int {
 }
 
 func (g *Gateway) handleInit(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, messages.MaxRequestBytes))
+	body, err := g.readBody(w, r)
 	var tooBig *http.MaxBytesError
+	if isTimeout(err) {
+		writeError(w, http.StatusRequestTimeout, messages.Errorf(messages.CodeBadRequest, "the request body did not arrive within %s", g.cfg.APIBodyTimeout))
+		return
+	}
 	if errors.As(err, &tooBig) {
 		writeError(w, http.StatusRequestEntityTooLarge, messages.Errorf(messages.CodeTooLarge, "request body is over %d bytes", messages.MaxRequestBytes))
 		return
@@ -140,27 +143,34 @@ func (g *Gateway) provisionersPresent(ctx context.Context) *messages.Error {
 }
 
 // SessionView is a session as the API shows it: the record plus what the
-// newest heartbeat said.
+// newest heartbeat said. Every field is always present, so that entries do
+// not change shape when the first probe reports: the activity fields are
+// null until then, and Probed says whether it has happened.
 type SessionView struct {
 	messages.Session
-	ActiveConnections *int       `json:"active_connections,omitempty"`
-	SecondsInactive   *int64     `json:"seconds_inactive,omitempty"`
-	LastActivity      *time.Time `json:"last_activity,omitempty"`
-	LastProbe         *time.Time `json:"last_probe,omitempty"`
-	ProbeError        string     `json:"probe_error,omitempty"`
+	Probed bool `json:"probed"`
+	// From the newest successful probe; null until one, or while the
+	// newest probe failed.
+	ActiveConnections *int       `json:"active_connections"`
+	SecondsInactive   *int64     `json:"seconds_inactive"`
+	LastActivity      *time.Time `json:"last_activity"`
+	// LastProbe is when the newest probe ran; ProbeError why it failed.
+	LastProbe  *time.Time `json:"last_probe"`
+	ProbeError *string    `json:"probe_error"`
 }
 
 func (g *Gateway) view(s messages.Session) SessionView {
 	v := SessionView{Session: s}
 	if hb, ok := g.beats.get(s.ID); ok {
 		t := hb.Time
-		v.LastProbe = &t
+		v.Probed, v.LastProbe = true, &t
 		if hb.OK {
 			n, idle := hb.ActiveConnections, hb.SecondsInactive
 			last := hb.Time.Add(-time.Duration(idle) * time.Second)
 			v.ActiveConnections, v.SecondsInactive, v.LastActivity = &n, &idle, &last
 		} else {
-			v.ProbeError = hb.Error
+			e := hb.Error
+			v.ProbeError = &e
 		}
 	}
 	return v

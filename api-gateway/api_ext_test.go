@@ -31,6 +31,15 @@ func TestInitRejectsBadBodiesBeforeNATS(t *testing.T) {
 		{"reserved env", []byte(`{"env":{"SPAWNER_API_TOKENS":"x"}}`), http.StatusBadRequest, messages.CodeBadRequest},
 		{"negative timeout", []byte(`{"idle_timeout_seconds":-1}`), http.StatusBadRequest, messages.CodeBadRequest},
 		{"bad label", []byte(`{"labels":{"spawner.dev/owner":"me"}}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"field in another case", []byte(`{"Key":"k"}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"ENV", []byte(`{"ENV":{"A":"b"}}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"invalid UTF-8 in a key", []byte("{\"key\":\"\xff\"}"), http.StatusBadRequest, messages.CodeBadRequest},
+		{"lone surrogate", []byte(`{"key":"\udc00"}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"null body", []byte(`null`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"null value", []byte(`{"labels":null}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"duplicate key", []byte(`{"key":"a","key":"b"}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"NUL in key", []byte(`{"key":"a\u0000"}`), http.StatusBadRequest, messages.CodeBadRequest},
+		{"NUL in label", []byte(`{"labels":{"a":"\u0000"}}`), http.StatusBadRequest, messages.CodeBadRequest},
 		{"over 1 MiB", append([]byte(`{"key":"`), bytes.Repeat([]byte("k"), messages.MaxRequestBytes)...), http.StatusRequestEntityTooLarge, messages.CodeTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

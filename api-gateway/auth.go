@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/spawnerhq/spawner/messages"
@@ -42,6 +43,12 @@ func openPath(pattern string) bool {
 	return false
 }
 
+// eventStream reports whether a route pattern is one of the event streams,
+// the only API routes that take the token as ?access_token=.
+func eventStream(pattern string) bool {
+	return pattern == "GET /events" || pattern == "GET /sessions/{id}/events"
+}
+
 // requireAPIToken wraps an API handler with the bearer-token check.
 func (g *Gateway) requireAPIToken(next http.HandlerFunc) http.HandlerFunc {
 	tokens := make([][]byte, 0, len(g.cfg.AuthConfig.APITokens))
@@ -55,9 +62,10 @@ func (g *Gateway) requireAPIToken(next http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			// EventSource cannot set headers, so the event streams also
-			// accept the token as a query parameter.
+		if !ok && eventStream(r.Pattern) {
+			// EventSource cannot set headers, so the event streams, and only
+			// they, also accept the token as a query parameter: elsewhere it
+			// would land in access logs and browser history for no reason.
 			given = r.URL.Query().Get("access_token")
 		}
 		// Compare against every token, so timing tells nothing about which
@@ -99,7 +107,7 @@ func (g *Gateway) authorizeSession(w http.ResponseWriter, r *http.Request, a add
 		writeError(w, http.StatusUnauthorized, messages.Errorf(messages.CodeUnauthorized, "this session needs its access token"))
 		return false
 	}
-	stripSessionToken(r)
+	stripSessionToken(r, token)
 	if fromQuery != "" {
 		http.SetCookie(w, &http.Cookie{
 			Name: sessionTokenCookie, Value: token, Path: a.cookiePath(),
@@ -115,25 +123,115 @@ func (g *Gateway) authorizeSession(w http.ResponseWriter, r *http.Request, a add
 	return true
 }
 
-// stripSessionToken removes the token from the header, the query and the
-// cookies, keeping every other cookie for the app.
-func stripSessionToken(r *http.Request) {
+// stripSessionToken removes the token from the header, the query, the
+// cookies and the Referer. Everything else reaches the app as the client
+// sent it: the Cookie and query strings are edited as text rather than
+// parsed and re-serialised, which dropped cookies net/http cannot parse
+// (a JSON value) and reordered query parameters.
+func stripSessionToken(r *http.Request, token string) {
 	r.Header.Del(sessionTokenHeader)
-	// A client that followed the token link may name it in Referer.
-	if strings.Contains(r.Header.Get("Referer"), sessionTokenQuery+"=") {
+	if ref := r.Header.Get("Referer"); ref != "" && mentionsToken(ref, token) {
 		r.Header.Del("Referer")
 	}
-	if q := r.URL.Query(); q.Has(sessionTokenQuery) {
-		q.Del(sessionTokenQuery)
-		r.URL.RawQuery = q.Encode()
+	if r.URL.RawQuery != "" {
+		r.URL.RawQuery = withoutQueryParam(r.URL.RawQuery, sessionTokenQuery)
 	}
-	cookies := r.Cookies()
-	r.Header.Del("Cookie")
-	for _, c := range cookies {
-		if c.Name != sessionTokenCookie {
-			r.AddCookie(c)
+	if cookies, ok := r.Header["Cookie"]; ok {
+		kept := cookies[:0]
+		for _, line := range cookies {
+			if line = withoutCookie(line, sessionTokenCookie); line != "" {
+				kept = append(kept, line)
+			}
+		}
+		if len(kept) == 0 {
+			r.Header.Del("Cookie")
+		} else {
+			r.Header["Cookie"] = kept
 		}
 	}
+}
+
+// withoutCookie drops the pairs named name from one Cookie header line and
+// leaves every other byte of it alone.
+func withoutCookie(line, name string) string {
+	if !strings.Contains(line, name) {
+		return line
+	}
+	parts := strings.Split(line, ";")
+	kept := parts[:0]
+	for _, part := range parts {
+		n, _, _ := strings.Cut(part, "=")
+		if strings.TrimSpace(n) == name {
+			continue
+		}
+		kept = append(kept, part)
+	}
+	out := strings.Join(kept, ";")
+	// Dropping the first pair leaves the space that followed its ";".
+	if len(kept) > 0 && len(kept) < len(parts) && strings.TrimSpace(parts[0]) != strings.TrimSpace(kept[0]) {
+		out = strings.TrimLeft(out, " ")
+	}
+	if strings.TrimSpace(out) == "" {
+		return ""
+	}
+	return out
+}
+
+// withoutQueryParam drops every parameter whose decoded name is name, in
+// whatever encoding it was sent, and leaves the rest of the query as it was.
+func withoutQueryParam(raw, name string) string {
+	parts := strings.Split(raw, "&")
+	kept := parts[:0]
+	for _, part := range parts {
+		// Some servers also split on ";"; a token hidden behind one goes too.
+		sub := strings.Split(part, ";")
+		keptSub := sub[:0]
+		for _, p := range sub {
+			if k, _, _ := strings.Cut(p, "="); unescapeLoose(strings.ReplaceAll(k, "+", " ")) != name {
+				keptSub = append(keptSub, p)
+			}
+		}
+		if len(keptSub) > 0 {
+			kept = append(kept, strings.Join(keptSub, ";"))
+		}
+	}
+	return strings.Join(kept, "&")
+}
+
+// mentionsToken reports whether a Referer carries the session token: its
+// parameter name or its value, raw or percent-encoded once or more.
+func mentionsToken(ref, token string) bool {
+	for range 4 {
+		if strings.Contains(strings.ToLower(ref), sessionTokenQuery) || (token != "" && strings.Contains(ref, token)) {
+			return true
+		}
+		dec := unescapeLoose(ref)
+		if dec == ref {
+			return false
+		}
+		ref = dec
+	}
+	return true // Still encoded after four rounds: drop it rather than guess.
+}
+
+// unescapeLoose decodes every valid %XX and keeps malformed escapes as
+// they are, where url.PathUnescape would give up on the whole string.
+func unescapeLoose(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 func queryString(u *url.URL) string {

@@ -205,16 +205,14 @@ func buildUpstreamRequest(req *fasthttp.Request, r *http.Request, prefix string)
 }
 
 // skipRequestHeader names the headers the proxy never forwards: hop-by-hop
-// ones, the body framing it redoes itself, and forwarding headers a client
-// could forge.
+// ones, the body framing it redoes itself, and headers a client could forge.
 func skipRequestHeader(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Prefix":
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host":
 		return true
 	}
-	return false
+	return forgedHeader(k)
 }
 
 func skipResponseHeader(k string) bool {

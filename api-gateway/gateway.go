@@ -51,6 +51,15 @@ type Config struct {
 	// EventsKeepalive is how often an idle event stream gets a comment, so
 	// that proxies and load balancers do not close it.
 	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s"`
+	// APIBodyTimeout bounds how long an API request body may take to
+	// arrive; without it a body trickled at 1 byte/s was read forever.
+	// Negative turns it off.
+	APIBodyTimeout time.Duration `envconfig:"API_BODY_TIMEOUT" default:"10s"`
+	// ProxyBodyIdle cuts a request body on its way to an app when nothing
+	// arrives for this long; after that long, ProxyBodyMinRate (bytes per
+	// second, on average) must also be kept. Negative turns each off.
+	ProxyBodyIdle    time.Duration `envconfig:"PROXY_BODY_IDLE" default:"30s"`
+	ProxyBodyMinRate int64         `envconfig:"PROXY_BODY_MIN_RATE" default:"1024"`
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
 	Metrics *metrics.Metrics `ignored:"true"`
@@ -81,6 +90,7 @@ type Gateway struct {
 	// idle by themselves and would hold up the drain.
 	closing     chan struct{}
 	closingOnce sync.Once
+	knownRoutes
 }
 
 // New builds a gateway; Run serves it.
@@ -104,6 +114,15 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	}
 	if cfg.ProbeInterval < 0 {
 		return nil, fmt.Errorf("probe interval must not be negative, got %s", cfg.ProbeInterval)
+	}
+	if cfg.APIBodyTimeout == 0 {
+		cfg.APIBodyTimeout = 10 * time.Second
+	}
+	if cfg.ProxyBodyIdle == 0 {
+		cfg.ProxyBodyIdle = 30 * time.Second
+	}
+	if cfg.ProxyBodyMinRate == 0 {
+		cfg.ProxyBodyMinRate = 1024
 	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
@@ -138,9 +157,7 @@ func (g *Gateway) httpRoutes() []route {
 		{"GET /{$}", handleDashboard, false},
 		{"GET /assets/", handleAssets, false},
 		{"/p/", g.proxyRoute(), false},
-		{"/", func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
-		}, false},
+		{"/", g.handleNoRoute, false},
 	}
 }
 

@@ -39,8 +39,8 @@ type site struct {
 
 func newSite(t testing.TB) *site { return newSiteWith(t, nil) }
 
-// newSiteWith is newSite with the gateway's configuration changed by edit.
-func newSiteWith(t testing.TB, edit func(*gateway.Config)) *site {
+// newSiteWith is newSite with changes to the gateway's configuration.
+func newSiteWith(t testing.TB, configure func(*gateway.Config)) *site {
 	t.Helper()
 	env := bustest.Run(t)
 	peer, err := nats.Connect(env.Server.ClientURL())
@@ -51,8 +51,8 @@ func newSiteWith(t testing.TB, edit func(*gateway.Config)) *site {
 	reg := registry.New(env.KV)
 	cfg := gateway.Config{Prefix: messages.DefaultPrefix, SpawnTimeout: 10 * time.Second,
 		UpstreamIdle: time.Second, DrainTimeout: time.Second}
-	if edit != nil {
-		edit(&cfg)
+	if configure != nil {
+		configure(&cfg)
 	}
 	gw, err := gateway.New(cfg, env.Conn, reg, slog.New(slog.DiscardHandler))
 	if err != nil {

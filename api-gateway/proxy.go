@@ -103,6 +103,7 @@ func newProxy(upstreamIdle time.Duration, log *slog.Logger) *proxy {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = fwd.upstream
 			pr.Out.Host = pr.In.Host
+			dropForgedHeaders(pr.Out.Header)
 			pr.SetXForwarded()
 			if fwd.prefix != "" {
 				pr.Out.Header.Set("X-Forwarded-Prefix", fwd.prefix)
@@ -168,6 +169,7 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target, http.StatusPermanentRedirect)
 		return
 	}
+	g.guardBody(w, r)
 	fwd := forwarding{upstream: rt.upstream, act: rt.act, publicHost: r.Host}
 	if g.router.mode == messages.RoutingPath {
 		// Only under path routing does the app see other paths than the

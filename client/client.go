@@ -57,15 +57,17 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 }
 
 // Session is a live session as GET /sessions shows it: the registry's
-// record plus what the newest probe said. The probe fields are nil until
-// the first successful probe.
+// record plus what the newest probe said. Probed says whether a probe has
+// reported yet; the activity fields are nil until the first successful
+// probe, and ProbeError is empty unless the newest probe failed.
 type Session struct {
 	messages.Session
-	ActiveConnections *int       `json:"active_connections,omitempty"`
-	SecondsInactive   *int64     `json:"seconds_inactive,omitempty"`
-	LastActivity      *time.Time `json:"last_activity,omitempty"`
-	LastProbe         *time.Time `json:"last_probe,omitempty"`
-	ProbeError        string     `json:"probe_error,omitempty"`
+	Probed            bool       `json:"probed"`
+	ActiveConnections *int       `json:"active_connections"`
+	SecondsInactive   *int64     `json:"seconds_inactive"`
+	LastActivity      *time.Time `json:"last_activity"`
+	LastProbe         *time.Time `json:"last_probe"`
+	ProbeError        string     `json:"probe_error"`
 }
 
 // Error is an error answer of the API.

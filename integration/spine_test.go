@@ -264,6 +264,10 @@ func TestBadInputSpawnsNothing(t *testing.T) {
 		"bad env name":     {`{"env":{"1BAD":"x"}}`, 400},
 		"env with =":       {`{"env":{"A=B":"x"}}`, 400},
 		"reserved env":     {`{"env":{"PORT":"1"}}`, 400},
+		"loader env":       {`{"env":{"LD_PRELOAD":"/tmp/x.so"}}`, 400},
+		"field in caps":    {`{"Key":"k"}`, 400},
+		"null body":        {`null`, 400},
+		"duplicate field":  {`{"key":"a","key":"b"}`, 400},
 		"bad label":        {`{"labels":{"bad key!":"x"}}`, 400},
 		"too large":        {`{"key":"` + strings.Repeat("a", 1<<20) + `"}`, 413},
 	}

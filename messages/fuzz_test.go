@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -15,6 +17,9 @@ func FuzzDecodeSpawnRequest(f *testing.F) {
 		``, `{}`, `{"key":"k","env":{"A":"b"},"labels":{"x.io/y":"z"}}`,
 		`{"idle_timeout_seconds":-1}`, `{"env":{"PORT":"1"}}`, `{} {}`, `{"key":"\ud800"}`,
 		`{"labels":{"spawner.dev/a":"b"}}`, `{"KEY":"k","Env":{"a":"b"}}`, `[`, `null`,
+		`{"key":null}`, `{"env":{"A":null}}`, `{"key":"a","key":"b"}`, `{"env":{"A":"1","\u0041":"2"}}`,
+		"{\"key\":\"\xff\"}", `{"key":"\udc00\ud800"}`, `{"key":"\ud83d\ude00"}`, `{"key":"a\u0000"}`,
+		`{"idle_timeout_seconds":1e3}`, `{"env":{"LD_PRELOAD":"/tmp/x.so"}}`, "{\"key\":\"k\"}\u0085",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -32,6 +37,26 @@ func FuzzDecodeSpawnRequest(f *testing.F) {
 		}
 		if err := req.Validate(); err != nil {
 			t.Fatalf("accepted %+v, which does not validate: %v", req, err)
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", body)
+		}
+		// What was accepted means the same to encoding/json: no field in
+		// another case, no duplicate, no null, no replaced character.
+		if len(bytes.Trim(body, " \t\r\n")) > 0 {
+			var std messages.SpawnRequest
+			if err := json.Unmarshal(body, &std); err != nil || !reflect.DeepEqual(std, req) {
+				t.Fatalf("encoding/json reads %q as %+v (%v), DecodeSpawnRequest as %+v", body, std, err, req)
+			}
+			var fields map[string]json.RawMessage
+			if err := json.Unmarshal(body, &fields); err != nil {
+				t.Fatal(err)
+			}
+			for name, raw := range fields {
+				if string(raw) == "null" {
+					t.Fatalf("accepted null for %q", name)
+				}
+			}
 		}
 		// What was accepted must survive the trip to the provisioner.
 		data, err := json.Marshal(req)

@@ -119,6 +119,14 @@ func TestGoldenJSON(t *testing.T) {
 			if !reflect.DeepEqual(back, v) {
 				t.Errorf("%s decodes to %+v, want %+v", path, back, v)
 			}
+			// Spawn requests are read by a stricter decoder; the documented
+			// shape must pass it too.
+			if req, ok := v.(*messages.SpawnRequest); ok {
+				strict, err := messages.DecodeSpawnRequest(want)
+				if err != nil || !reflect.DeepEqual(strict, *req) {
+					t.Errorf("DecodeSpawnRequest(%s) = %+v, %v; want %+v", path, strict, err, *req)
+				}
+			}
 		})
 	}
 }

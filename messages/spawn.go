@@ -1,11 +1,7 @@
 package messages
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -93,39 +89,13 @@ var (
 	reservedEnvNames = map[string]bool{"PORT": true, "HOST": true}
 )
 
-// DecodeSpawnRequest parses and validates a spawn request. An empty body is a
-// request with every field unset. Unknown fields, trailing data and invalid
-// values are errors with CodeBadRequest, and a body over MaxRequestBytes is
-// CodeTooLarge.
-func DecodeSpawnRequest(body []byte) (SpawnRequest, error) {
-	var req SpawnRequest
-	if len(body) > MaxRequestBytes {
-		return req, Errorf(CodeTooLarge, "request body is over %d bytes", MaxRequestBytes)
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return req, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return SpawnRequest{}, Errorf(CodeBadRequest, "malformed JSON: %s", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return SpawnRequest{}, Errorf(CodeBadRequest, "malformed JSON: data after the request object")
-	}
-	if err := req.Validate(); err != nil {
-		return SpawnRequest{}, err
-	}
-	return req, nil
-}
-
 // Validate checks every field against the documented bounds.
 func (r SpawnRequest) Validate() error {
-	if len(r.Key) > MaxKeyLength || !utf8.ValidString(r.Key) {
-		return Errorf(CodeBadRequest, "key: at most %d bytes of UTF-8", MaxKeyLength)
+	if len(r.Key) > MaxKeyLength || !utf8.ValidString(r.Key) || strings.ContainsRune(r.Key, 0) {
+		return Errorf(CodeBadRequest, "key: at most %d bytes of UTF-8, with no NUL", MaxKeyLength)
 	}
-	if len(r.RequestID) > MaxRequestID || !utf8.ValidString(r.RequestID) {
-		return Errorf(CodeBadRequest, "request_id: at most %d bytes of UTF-8", MaxRequestID)
+	if len(r.RequestID) > MaxRequestID || !utf8.ValidString(r.RequestID) || strings.ContainsRune(r.RequestID, 0) {
+		return Errorf(CodeBadRequest, "request_id: at most %d bytes of UTF-8, with no NUL", MaxRequestID)
 	}
 	if err := checkTimeout("idle_timeout_seconds", r.IdleTimeoutSeconds); err != nil {
 		return err
@@ -143,8 +113,8 @@ func (r SpawnRequest) Validate() error {
 		if reservedEnvNames[name] || strings.HasPrefix(name, "SPAWNER_") {
 			return Errorf(CodeBadRequest, "env: %q is reserved", name)
 		}
-		if len(value) > MaxValueLength || strings.ContainsRune(value, 0) {
-			return Errorf(CodeBadRequest, "env: value of %q is over %d bytes or holds NUL", name, MaxValueLength)
+		if len(value) > MaxValueLength || strings.ContainsRune(value, 0) || !utf8.ValidString(value) {
+			return Errorf(CodeBadRequest, "env: value of %q is over %d bytes, holds NUL or is not UTF-8", name, MaxValueLength)
 		}
 	}
 	if len(r.Labels) > MaxMapEntries {

@@ -2,6 +2,7 @@ package messages_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -30,7 +31,9 @@ func TestDecodeSpawnRequestAccepts(t *testing.T) {
 		{"empty label value", `{"labels":{"a":""}}`, messages.SpawnRequest{Labels: map[string]string{"a": ""}}},
 		{"label key name at 63", `{"labels":{"example.com/` + strings.Repeat("n", 63) + `":"v"}}`,
 			messages.SpawnRequest{Labels: map[string]string{"example.com/" + strings.Repeat("n", 63): "v"}}},
-		{"null maps", `{"env":null,"labels":null}`, messages.SpawnRequest{}},
+		{"escaped names and a surrogate pair", `{"k\u0065y":"\ud83d\ude00","env":{"\u0041":"\u00e9"}}`,
+			messages.SpawnRequest{Key: "😀", Env: map[string]string{"A": "é"}}},
+		{"literal replacement character", `{"key":"�"}`, messages.SpawnRequest{Key: "\uFFFD"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,16 +68,43 @@ func TestDecodeSpawnRequestRejects(t *testing.T) {
 		code messages.ErrorCode
 		msg  string // part of the message that tells the user what to fix
 	}{
-		{"not JSON", `hello`, messages.CodeBadRequest, "malformed JSON"},
-		{"truncated", `{"key":"a"`, messages.CodeBadRequest, "malformed JSON"},
-		{"array", `[]`, messages.CodeBadRequest, "malformed JSON"},
-		{"string", `"x"`, messages.CodeBadRequest, "malformed JSON"},
+		{"not JSON", `hello`, messages.CodeBadRequest, "malformed JSON at byte 0"},
+		{"bad literal", `{"key":nope}`, messages.CodeBadRequest, "malformed JSON at byte 8 (\"{\\\"key\\\":no\"): invalid character 'o'"},
+		{"truncated", `{"key":"a"`, messages.CodeBadRequest, "ends at byte 10"},
+		{"array", `[]`, messages.CodeBadRequest, "must be an object, not an array"},
+		{"string", `"x"`, messages.CodeBadRequest, "must be an object, not a string"},
+		{"null body", `null`, messages.CodeBadRequest, "must be an object, not null"},
 		{"trailing garbage", `{} x`, messages.CodeBadRequest, "data after"},
 		{"second object", `{}{}`, messages.CodeBadRequest, "data after"},
 		{"unknown field", `{"image":"evil"}`, messages.CodeBadRequest, "unknown field"},
-		{"wrong type", `{"key":1}`, messages.CodeBadRequest, "malformed JSON"},
-		{"fractional timeout", `{"idle_timeout_seconds":1.5}`, messages.CodeBadRequest, "malformed JSON"},
-		{"timeout overflows int64", `{"idle_timeout_seconds":1e30}`, messages.CodeBadRequest, "malformed JSON"},
+		{"field in title case", `{"Key":"k"}`, messages.CodeBadRequest, `unknown field "Key"`},
+		{"field in upper case", `{"ENV":{"A":"b"}}`, messages.CodeBadRequest, `unknown field "ENV"`},
+		{"field with a Kelvin sign", `{"Key":"k"}`, messages.CodeBadRequest, "unknown field"},
+		{"duplicate field", `{"key":"a","key":"b"}`, messages.CodeBadRequest, `"key" appears twice`},
+		{"duplicate field through an escape", `{"key":"a","k\u0065y":"b"}`, messages.CodeBadRequest, "appears twice"},
+		{"duplicate env name", `{"env":{"A":"1","A":"2"}}`, messages.CodeBadRequest, `"A" appears twice`},
+		{"duplicate label", `{"labels":{"a":"1","a":"2"}}`, messages.CodeBadRequest, "appears twice"},
+		{"null key", `{"key":null}`, messages.CodeBadRequest, "key is null"},
+		{"null env", `{"env":null}`, messages.CodeBadRequest, "env is null"},
+		{"null labels", `{"labels":null}`, messages.CodeBadRequest, "labels is null"},
+		{"null env value", `{"env":{"A":null}}`, messages.CodeBadRequest, "env.A is null"},
+		{"null timeout", `{"idle_timeout_seconds":null}`, messages.CodeBadRequest, "idle_timeout_seconds is null"},
+		{"invalid UTF-8 in a key", "{\"key\":\"a\xffb\"}", messages.CodeBadRequest, "byte 9: the body is not valid UTF-8"},
+		{"invalid UTF-8 in an env value", "{\"env\":{\"A\":\"\xc3\"}}", messages.CodeBadRequest, "not valid UTF-8"},
+		{"lone high surrogate", `{"key":"\ud800"}`, messages.CodeBadRequest, "surrogate"},
+		{"lone low surrogate", `{"key":"a\udc00"}`, messages.CodeBadRequest, "surrogate"},
+		{"high surrogate then a letter", `{"key":"\ud800\u0041"}`, messages.CodeBadRequest, "surrogate"},
+		{"NUL in key", `{"key":"a\u0000b"}`, messages.CodeBadRequest, "NUL"},
+		{"NUL in request_id", `{"request_id":"\u0000"}`, messages.CodeBadRequest, "NUL"},
+		{"NUL in env name", `{"env":{"A\u0000":"x"}}`, messages.CodeBadRequest, "not a valid variable name"},
+		{"NUL in label key", `{"labels":{"a\u0000":"x"}}`, messages.CodeBadRequest, "label key"},
+		{"NUL in label value", `{"labels":{"a":"x\u0000"}}`, messages.CodeBadRequest, "label value"},
+		{"wrong type", `{"key":1}`, messages.CodeBadRequest, "key must be a string, not a number"},
+		{"env as an array", `{"env":["A=b"]}`, messages.CodeBadRequest, "env must be an object of strings, not an array"},
+		{"env value as a number", `{"env":{"A":1}}`, messages.CodeBadRequest, "env.A must be a string"},
+		{"fractional timeout", `{"idle_timeout_seconds":1.5}`, messages.CodeBadRequest, "whole number of seconds"},
+		{"timeout overflows int64", `{"idle_timeout_seconds":1e30}`, messages.CodeBadRequest, "whole number of seconds"},
+		{"timeout as a string", `{"idle_timeout_seconds":"60"}`, messages.CodeBadRequest, "whole number of seconds, not a string"},
 		{"negative idle timeout", `{"idle_timeout_seconds":-1}`, messages.CodeBadRequest, "idle_timeout_seconds"},
 		{"absurd idle timeout", fmt.Sprintf(`{"idle_timeout_seconds":%d}`, messages.MaxTimeoutSeconds+1), messages.CodeBadRequest, "idle_timeout_seconds"},
 		{"negative lifetime", `{"max_lifetime_seconds":-5}`, messages.CodeBadRequest, "max_lifetime_seconds"},
@@ -126,7 +156,7 @@ func TestDecodeSpawnRequestRejects(t *testing.T) {
 }
 
 func TestValidateRejectsInvalidUTF8(t *testing.T) {
-	for _, req := range []messages.SpawnRequest{{Key: "a\xffb"}, {RequestID: "\xc3"}} {
+	for _, req := range []messages.SpawnRequest{{Key: "a\xffb"}, {RequestID: "\xc3"}, {Env: map[string]string{"A": "\xff"}}, {Key: "a\x00"}} {
 		if err := req.Validate(); err == nil {
 			t.Errorf("Validate(%#v) = nil, want an error", req)
 		}
@@ -151,4 +181,20 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+func TestDescribeJSONError(t *testing.T) {
+	var v struct {
+		Count int `json:"count"`
+	}
+	body := []byte(`{"count":"three"}`)
+	msg := messages.DescribeJSONError(json.Unmarshal(body, &v), body)
+	if !strings.Contains(msg, "at byte 16") || !strings.Contains(msg, "count must be a number, not a JSON string") {
+		t.Errorf("type error described as %q", msg)
+	}
+	body = []byte(`{"count": tru}`)
+	msg = messages.DescribeJSONError(json.Unmarshal(body, &v), body)
+	if !strings.Contains(msg, "at byte 13") || !strings.Contains(msg, `"{\"count\": tru}"`) {
+		t.Errorf("syntax error described as %q", msg)
+	}
 }

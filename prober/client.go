@@ -3,6 +3,7 @@ package prober
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -122,25 +123,69 @@ func (c *statusClient) roundTrip(conn net.Conn, deadline time.Time) (st messages
 	if _, err := io.WriteString(conn, "GET "+c.uri+" HTTP/1.1\r\nHost: "+c.host+"\r\nAccept: application/json\r\n\r\n"); err != nil {
 		return st, false, false, fmt.Errorf("GET %s: %w", c.uri, err)
 	}
+	// net/http's parser reads a header line of any length into memory: three
+	// apps answering with an endless header line took the control plane from
+	// 53 MB to 871 MB. Every byte read from the app comes out of a budget.
+	lr := &budgetReader{r: conn, n: maxStatusHeaderBytes}
 	br := readers.Get().(*bufio.Reader)
-	br.Reset(conn)
+	br.Reset(lr)
 	defer func() { br.Reset(nil); readers.Put(br) }()
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
+		if lr.exhausted {
+			return st, false, false, fmt.Errorf("GET %s: response header is over %d bytes", c.uri, maxStatusHeaderBytes)
+		}
 		return st, false, false, fmt.Errorf("GET %s: %w", c.uri, err)
 	}
+	// The body may hold MaxStatusBytes of JSON plus its chunk framing.
+	lr.n += messages.MaxStatusBytes + maxStatusFramingBytes
 	// The body is not closed on the failure paths: closing would read it to
 	// its end, and the caller closes the connection instead.
 	if resp.StatusCode != http.StatusOK {
 		return st, false, true, fmt.Errorf("/status answered %s", resp.Status)
 	}
 	if st, err = messages.DecodeAppStatus(resp.Body); err != nil {
+		if lr.exhausted {
+			return st, false, true, fmt.Errorf("/status is over %d bytes", messages.MaxStatusBytes)
+		}
 		return st, false, true, err
 	}
 	// The connection is reused only after a clean, fully read answer.
 	n, drainErr := io.Copy(io.Discard, io.LimitReader(resp.Body, 1))
 	resp.Body.Close()
 	return st, drainErr == nil && n == 0 && !resp.Close && br.Buffered() == 0, true, nil
+}
+
+// Bounds on what one probe reads from an app.
+const (
+	// maxStatusHeaderBytes bounds the status line and headers; a /status
+	// answer needs a few hundred bytes of them.
+	maxStatusHeaderBytes = 16 << 10
+	// maxStatusFramingBytes allows for chunk sizes and trailers around the body.
+	maxStatusFramingBytes = 4 << 10
+)
+
+// errBudget ends a response that is larger than the probe will read.
+var errBudget = errors.New("response over the probe's size limit")
+
+// budgetReader reads at most n more bytes, then fails with errBudget.
+type budgetReader struct {
+	r         io.Reader
+	n         int64
+	exhausted bool
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		b.exhausted = true
+		return 0, errBudget
+	}
+	if int64(len(p)) > b.n {
+		p = p[:b.n]
+	}
+	n, err := b.r.Read(p)
+	b.n -= int64(n)
+	return n, err
 }
 
 func (c *statusClient) close() {

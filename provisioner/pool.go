@@ -115,13 +115,13 @@ func (p *Provisioner) fillPool(ctx context.Context) {
 	defer t.Stop()
 	for {
 		for p.poolLen() < p.cfg.WarmPool && ctx.Err() == nil {
-			if err := p.checkCapacity(ctx); err != nil {
+			id := messages.NewSessionID()
+			if err := p.checkCapacity(ctx, id); err != nil {
 				break
 			}
 			p.mu.Lock()
 			p.poolFilling++
 			p.mu.Unlock()
-			id := messages.NewSessionID()
 			_, err := p.create(ctx, id, messages.SpawnRequest{}, true)
 			p.mu.Lock()
 			p.poolFilling--

@@ -41,7 +41,10 @@ type Config struct {
 	IdleTimeout   time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m"`
 	MaxLifetime   time.Duration `envconfig:"MAX_LIFETIME" default:"0"`
 	MaxSessions   int           `envconfig:"MAX_SESSIONS" default:"0"`
-	Reconcile     time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
+	// EnvAllow lists the env names and prefixes (NAME*) requests may set;
+	// empty means any but messages.DefaultEnvDeny.
+	EnvAllow  string        `envconfig:"ENV_ALLOW"`
+	Reconcile time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
 	// WarmPool is how many ready, unclaimed sessions to keep at hand.
 	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0"`
 	// StopOnShutdown stops this provisioner's sessions when it exits. It
@@ -68,6 +71,7 @@ type Provisioner struct {
 	subj    messages.Subjects
 	now     func() time.Time
 	routing messages.Routing
+	env     messages.EnvPolicy
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -108,9 +112,13 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if routing == messages.RoutingSubdomain && cfg.SessionDomain == "" {
 		return nil, errors.New("SPAWNER_ROUTING=subdomain needs SPAWNER_SESSION_DOMAIN")
 	}
+	env, err := messages.ParseEnvPolicy(cfg.EnvAllow)
+	if err != nil {
+		return nil, err
+	}
 	return &Provisioner{
-		routing: routing,
-		cfg:     cfg, nc: nc, reg: reg, backend: backend, subj: subj,
+		routing: routing, env: env,
+		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log.With("component", "provisioner"), now: time.Now,
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
 	}, nil

@@ -78,7 +78,22 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			p.stopLogged(ctx, s.ID, s.StopReason, "finishing an interrupted stop")
 		}
 	}
+	p.sweepCapacity(ctx)
 	return nil
+}
+
+// sweepCapacity frees capacity slots whose session has no record, left by a
+// provisioner that crashed between reserving and creating, or between
+// deleting and releasing. The grace covers a spawn that has reserved and is
+// about to write its record.
+func (p *Provisioner) sweepCapacity(ctx context.Context) {
+	freed, err := p.reg.SweepReservations(ctx, p.cfg.SpawnTimeout+30*time.Second)
+	if err != nil {
+		p.log.Error("sweep capacity slots", "err", err)
+	}
+	if len(freed) > 0 {
+		p.log.Warn("freed capacity slots of sessions with no record", "sessions", freed)
+	}
 }
 
 // mine reports whether this provisioner can see the session's instance: any

@@ -39,6 +39,9 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 	if err := req.Validate(); err != nil {
 		return messages.SpawnReply{}, err
 	}
+	if err := p.env.Check(req.Env); err != nil {
+		return messages.SpawnReply{}, err
+	}
 	if rep, ok, err := p.fromPool(ctx, req); ok || err != nil {
 		return rep, err
 	}
@@ -59,7 +62,7 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 			}
 		}
 	}
-	if err := p.checkCapacity(ctx); err != nil {
+	if err := p.checkCapacity(ctx, id); err != nil {
 		p.cfg.Metrics.SpawnFailed(metrics.FailCapacity, 0)
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 		return messages.SpawnReply{}, err
@@ -123,18 +126,34 @@ func (p *Provisioner) awaitGone(ctx context.Context, key, id string) error {
 	}
 }
 
-func (p *Provisioner) checkCapacity(ctx context.Context) error {
+// checkCapacity reserves one of MaxSessions slots for the session id. The
+// reservation is atomic in the registry, so concurrent spawns on any number
+// of provisioners never exceed the limit; every path that ends the session
+// (rollback, stop, reconcile) releases it.
+func (p *Provisioner) checkCapacity(ctx context.Context, id string) error {
 	if p.cfg.MaxSessions <= 0 {
 		return nil
 	}
-	n, err := p.reg.Count(ctx)
-	if err != nil {
-		return messages.Errorf(messages.CodeUnavailable, "count sessions: %v", err)
+	err := p.reg.Reserve(ctx, id, p.cfg.MaxSessions)
+	if errors.Is(err, registry.ErrFull) {
+		return messages.Errorf(messages.CodeTooMany, "the limit of %d live sessions is reached", p.cfg.MaxSessions)
 	}
-	if n >= p.cfg.MaxSessions {
-		return messages.Errorf(messages.CodeTooMany, "%d live sessions, the limit is %d", n, p.cfg.MaxSessions)
+	if err != nil {
+		return messages.Errorf(messages.CodeUnavailable, "reserve capacity: %v", err)
 	}
 	return nil
+}
+
+// release frees the session's capacity slot; it is a no-op for a session
+// that holds none.
+func (p *Provisioner) release(ctx context.Context, id string) {
+	if p.cfg.MaxSessions <= 0 {
+		return
+	}
+	if err := p.reg.Release(ctx, id); err != nil {
+		// Reconcile frees the slot once the record is gone.
+		p.log.Error("release capacity", "session_id", id, "err", err)
+	}
 }
 
 func (p *Provisioner) sessionURL(id string) string {
@@ -157,6 +176,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	if err != nil {
 		p.cfg.Metrics.SpawnFailed(metrics.FailRegistry, 0)
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
+		p.release(ctx, id)
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "%v", err)
 	}
 	log := p.log.With("session_id", id)
@@ -219,6 +239,7 @@ func (p *Provisioner) rollback(ctx context.Context, s messages.Session, rev uint
 	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
 		p.log.Error("roll back key", "session_id", s.ID, "err", err)
 	}
+	p.release(ctx, s.ID)
 	p.emit(messages.Event{Type: messages.EventFailed, SessionID: s.ID, RequestID: s.RequestID, Key: s.Key,
 		Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: messages.ReasonFailed,
 		Error: cause.Error(), SpawnSeconds: p.now().Sub(start).Seconds()})

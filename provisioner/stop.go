@@ -40,6 +40,8 @@ func (p *Provisioner) Stop(ctx context.Context, id string, reason messages.Reaso
 		if errors.Is(err, registry.ErrNotFound) {
 			// No record, but an instance may still exist from a crash; the
 			// backend's stop is idempotent, so clean up regardless.
+			// Its capacity slot, if a crash left one, is not freed here: the
+			// record may be about to be written. Reconcile sweeps it later.
 			return false, p.backend.Stop(ctx, id)
 		}
 		if err != nil {
@@ -94,6 +96,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
 		p.log.Error("release key", "session_id", s.ID, "err", err)
 	}
+	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
 	p.cfg.Metrics.SessionTerminated(reason)
 	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, Key: s.Key, RequestID: s.RequestID,
