@@ -83,27 +83,11 @@ func logLoss(log *slog.Logger, stream string, lost *server.LostStreamData) {
 	if strings.HasPrefix(stream, "KV_") {
 		log.Error("SESSION RECORDS LOST: the session bucket was corrupt on disk; sessions whose records were "+
 			"lost are no longer tracked, their apps may still run and must be stopped by hand",
-			"stream", stream, "lost_records", len(lost.Msgs), "lost_bytes", lost.Bytes, "sequences", seqList(lost.Msgs))
+			"stream", stream, "lost_records", len(lost.Msgs), "lost_bytes", lost.Bytes)
 		return
 	}
 	log.Warn("jetstream stream lost messages to corruption on disk",
 		"stream", stream, "lost_messages", len(lost.Msgs), "lost_bytes", lost.Bytes)
-}
-
-// seqList shows at most 20 sequences, so one log line stays readable.
-func seqList(seqs []uint64) string {
-	var b strings.Builder
-	for i, s := range seqs {
-		if i == 20 {
-			fmt.Fprintf(&b, " and %d more", len(seqs)-20)
-			break
-		}
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprint(&b, s)
-	}
-	return b.String()
 }
 
 func moveStreamAside(storeDir, account, stream, dir string, log *slog.Logger) error {

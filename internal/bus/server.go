@@ -15,9 +15,14 @@ import (
 type Embedded struct {
 	// Server is the nats-server inside this process.
 	Server *server.Server
-	// inProcess authenticates the all-in-one's own connections when the
-	// server requires credentials; nil when it does not.
+	// inProcess authenticates the all-in-one's own connections and the
+	// server's own bookkeeping when the server requires credentials.
 	inProcess []nats.Option
+	// cfg is what in-process connections use; storeDir and bucket locate
+	// the session bucket's ledger.
+	cfg              Config
+	storeDir, bucket string
+	log              *slog.Logger
 }
 
 // StartEmbedded runs the embedded server for c with its files under
@@ -36,24 +41,27 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 			return nil, errors.New(`"spawner nats" serves network clients: SPAWNER_NATS_LISTEN cannot be off`)
 		}
 	}
-	e := &Embedded{}
+	subj, err := c.Subjects()
+	if err != nil {
+		return nil, err
+	}
+	e := &Embedded{cfg: c, storeDir: ec.StoreDir, bucket: subj.SessionBucket()}
 	listening := ec.Listen != "" && ec.Listen != "off"
 	if listening && c.User == "" {
 		pubs, err := ensureCredentials(CredentialsDir(dataDir), Roles)
 		if err != nil {
 			return nil, err
 		}
-		if !standalone {
-			// The all-in-one's own key lives in memory only: no file on
-			// disk holds the union of every component's powers.
-			kp, err := nkeys.CreateUser()
-			if err != nil {
-				return nil, fmt.Errorf("nats key: %w", err)
-			}
-			pub, _ := kp.PublicKey()
-			pubs[RoleAll] = pub
-			e.inProcess = []nats.Option{nats.Nkey(pub, kp.Sign)}
+		// The in-process key lives in memory only: no file on disk holds
+		// the union of every component's powers.
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("nats key: %w", err)
 		}
+		pub, _ := kp.PublicKey()
+		pubs[RoleAll] = pub
+		e.inProcess = []nats.Option{nats.Nkey(pub, kp.Sign)}
+		e.cfg.Role = RoleAll
 		if ec.Nkeys, err = nkeyUsers(c, pubs); err != nil {
 			return nil, err
 		}
@@ -67,6 +75,11 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 		srv.Shutdown()
 		return nil, err
 	}
+	if err := e.checkLedger(log); err != nil {
+		srv.Shutdown()
+		return nil, err
+	}
+	e.log = log
 	return e, nil
 }
 
@@ -78,8 +91,10 @@ func (e *Embedded) Connect(c Config, name string, log *slog.Logger) (*nats.Conn,
 	return connect(c, name, e.Server, log, e.inProcess)
 }
 
-// Shutdown stops the server and waits until it is down.
+// Shutdown records the session bucket's keys, then stops the server and
+// waits until it is down.
 func (e *Embedded) Shutdown() {
+	e.saveLedger(e.log)
 	e.Server.Shutdown()
 	e.Server.WaitForShutdown()
 }
