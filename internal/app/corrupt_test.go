@@ -30,9 +30,9 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// runAllInOne starts the all-in-one on dataDir, waits until it serves,
-// then stops it, and returns its start error, if any.
-func runAllInOne(t *testing.T, dataDir string, log *slog.Logger) error {
+// runAllInOne starts the all-in-one on dataDir, waits until it serves and
+// until is true, then stops it, and returns its start error, if any.
+func runAllInOne(t *testing.T, dataDir string, log *slog.Logger, until func() bool) error {
 	t.Helper()
 	cfg, err := LoadConfig()
 	if err != nil {
@@ -54,6 +54,11 @@ func runAllInOne(t *testing.T, dataDir string, log *slog.Logger) error {
 	case <-time.After(30 * time.Second):
 		t.Fatal("spawner did not start within 30s")
 	}
+	for deadline := time.Now().Add(20 * time.Second); until != nil && !until(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("spawner did not get there within 20s")
+		}
+	}
 	cancel()
 	return <-done
 }
@@ -69,14 +74,14 @@ func TestCorruptReaperConsumerIsRecreated(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	if err := runAllInOne(t, dir, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatalf("first start: %v", err)
-	}
 	// The server writes o.dat once the consumer has state to keep, so with
 	// no heartbeats yet it may not exist: the junk then takes its place.
-	consumer, _ := filepath.Glob(filepath.Join(dir, "nats", "jetstream", "jetstream", "*", "streams", "spawner_heartbeats", "obs", "reaper", "meta.inf"))
-	if len(consumer) != 1 {
-		t.Fatalf("reaper consumer on disk: found %v", consumer)
+	var consumer []string
+	if err := runAllInOne(t, dir, slog.New(slog.DiscardHandler), func() bool {
+		consumer, _ = filepath.Glob(filepath.Join(dir, "nats", "jetstream", "jetstream", "*", "streams", "spawner_heartbeats", "obs", "reaper", "meta.inf"))
+		return len(consumer) == 1
+	}); err != nil {
+		t.Fatalf("first start: %v", err)
 	}
 	junk := make([]byte, 64)
 	_, _ = rand.Read(junk)
@@ -84,13 +89,13 @@ func TestCorruptReaperConsumerIsRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs lockedBuffer
-	if err := runAllInOne(t, dir, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+	if err := runAllInOne(t, dir, slog.New(slog.NewTextHandler(&logs, nil)), nil); err != nil {
 		t.Fatalf("restart after corrupting the consumer: %v", err)
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "consumer=reaper") {
 		t.Errorf("no warning about the recreated consumer:\n%s", logs.String())
 	}
-	if err := runAllInOne(t, dir, slog.New(slog.DiscardHandler)); err != nil {
+	if err := runAllInOne(t, dir, slog.New(slog.DiscardHandler), nil); err != nil {
 		t.Fatalf("third start: %v", err)
 	}
 }
