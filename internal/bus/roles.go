@@ -124,7 +124,8 @@ func bucketWrite(subj messages.Subjects) []string {
 // flow control and their pull requests.
 func streamRead(stream string) []string {
 	out := []string{"$JS.API.STREAM.INFO." + stream, "$JS.API.STREAM.MSG.GET." + stream,
-		"$JS.API.CONSUMER.CREATE." + stream, "$JS.FC." + stream + ".>"}
+		"$JS.API.CONSUMER.CREATE." + stream}
+	out = append(out, flowControl(stream)...)
 	for _, op := range []string{"CREATE", "DELETE", "INFO", "MSG.NEXT"} {
 		out = append(out, "$JS.API.CONSUMER."+op+"."+stream+".>")
 	}
@@ -136,11 +137,20 @@ func streamRead(stream string) []string {
 func durableConsumer(stream, name string) []string {
 	out := []string{"$JS.API.CONSUMER.DURABLE.CREATE." + stream + "." + name,
 		"$JS.API.CONSUMER.CREATE." + stream + "." + name, "$JS.API.CONSUMER.CREATE." + stream + "." + name + ".>",
-		"$JS.ACK." + stream + "." + name + ".>", "$JS.FC." + stream + ".>"}
+		// Acks in the first reply format, and in the second, which puts a
+		// domain and an account hash before the stream.
+		"$JS.ACK." + stream + "." + name + ".>", "$JS.ACK.*.*." + stream + "." + name + ".>"}
+	out = append(out, flowControl(stream)...)
 	for _, op := range []string{"DELETE", "INFO", "MSG.NEXT"} {
 		out = append(out, "$JS.API.CONSUMER."+op+"."+stream+"."+name)
 	}
 	return out
+}
+
+// flowControl covers the answers to a stream's flow control messages, in
+// both reply formats.
+func flowControl(stream string) []string {
+	return []string{"$JS.FC." + stream + ".>", "$JS.FC.*.*." + stream + ".>"}
 }
 
 func uniq(s []string) []string {
