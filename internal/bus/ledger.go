@@ -48,7 +48,9 @@ func bucketKeys(ctx context.Context, nc *nats.Conn, bucket string) (map[string]u
 	if err != nil {
 		return nil, err
 	}
-	w, err := kv.WatchAll(ctx, jetstream.MetaOnly(), jetstream.IgnoreDeletes())
+	// Deletes count: a purged key keeps its marker, at a newer revision,
+	// so a key the registry removed is never taken for a lost one.
+	w, err := kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return nil, err
 	}
@@ -96,9 +98,10 @@ func (e *Embedded) checkLedger(log *slog.Logger) error {
 		}
 		if len(lost) > 0 {
 			slices.Sort(lost)
-			log.Error("SESSION RECORDS LOST: the session bucket was corrupt on disk; these records are gone or "+
-				"older than they were, their sessions are no longer tracked correctly and their apps may still "+
-				"run and need stopping by hand", "lost_records", len(lost), "keys", shortList(lost),
+			log.Error("SESSION RECORDS LOST: the session bucket came back from disk without records it had "+
+				"(corruption, or a crash before they reached the disk); these are gone or older than they were, "+
+				"their sessions are no longer tracked correctly and their apps may still run and need stopping "+
+				"by hand", "lost_records", len(lost), "keys", shortList(lost),
 				"ledger_time", old.Time.Format(time.RFC3339))
 		}
 	}

@@ -117,3 +117,28 @@ func TestUnreadableBucketIsReportedAtStart(t *testing.T) {
 		t.Fatalf("the restart did not report the lost bucket:\n%s", logs.String())
 	}
 }
+
+// TestDeletedRecordsAreNotReportedLost deletes records between two starts,
+// as the registry does, and checks that the restart reports no loss.
+func TestDeletedRecordsAreNotReportedLost(t *testing.T) {
+	dir := t.TempDir()
+	onDisk(t, dir, discard(), func(ctx context.Context, _ jetstream.JetStream, kv jetstream.KeyValue) {
+		for _, k := range []string{"s.a", "s.b", "s.c"} {
+			if _, err := kv.Put(ctx, k, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	onDisk(t, dir, discard(), func(ctx context.Context, _ jetstream.JetStream, kv jetstream.KeyValue) {
+		_ = kv.Purge(ctx, "s.a")
+		_ = kv.Delete(ctx, "s.b")
+		if _, err := kv.Put(ctx, "s.c", []byte(`{"v":2}`)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var logs syncBuffer
+	onDisk(t, dir, slog.New(slog.NewTextHandler(&logs, nil)), func(context.Context, jetstream.JetStream, jetstream.KeyValue) {})
+	if strings.Contains(logs.String(), "LOST") {
+		t.Fatalf("deleted records were reported lost:\n%s", logs.String())
+	}
+}
