@@ -59,7 +59,8 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 			durableConsumer(subj.HeartbeatStream(), subj.ReaperConsumer()))
 		sub = []string{inbox}
 	case RoleClient:
-		pub = []string{subj.Requested(), subj.Ping()}
+		// Spawn, and replay the event stream, as dashboards do.
+		pub = slices.Concat([]string{"$JS.API.INFO", subj.Requested(), subj.Ping()}, streamRead(subj.EventStream()))
 		// Events, but not other clients' requests, which carry their env.
 		sub = []string{subj.Sessions(), inbox}
 		subDeny = []string{subj.Requested()}
