@@ -67,7 +67,7 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 	case RoleOps:
 		pub = slices.Concat([]string{"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"},
 			bucketRead(subj), streamRead(subj.EventStream()))
-		sub = []string{subj.Sessions(), inbox}
+		sub = []string{subj.Sessions(), subj.Heartbeats(), inbox}
 	case RoleAll:
 		perms := &server.Permissions{Publish: &server.SubjectPermission{}, Subscribe: &server.SubjectPermission{},
 			Response: &server.ResponsePermission{MaxMsgs: 1}}
