@@ -103,13 +103,15 @@ func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth
 		}
 		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(subj, cfg.Role)))
 	}
-	if auth == nil {
-		var err error
-		if auth, err = authOptions(cfg); err != nil {
-			return nil, err
-		}
+	if auth != nil {
+		// The caller's credentials replace cfg's; TLS stays cfg's.
+		cfg.Creds, cfg.NKeyFile, cfg.User, cfg.Password = "", "", "", ""
 	}
-	opts = append(opts, auth...)
+	own, err := authOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append(opts, own...), auth...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", redact(url), withoutURL(err))
