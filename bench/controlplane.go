@@ -25,8 +25,8 @@ type ControlPlane struct {
 	// natsPassword is the run's own NATS user's: the benchmarks seed
 	// records and watch every subject, which no least-privilege role may.
 	natsPassword string
-	Reg     *registry.Registry
-	Subj    messages.Subjects
+	Reg          *registry.Registry
+	Subj         messages.Subjects
 }
 
 // StartControlPlane runs bin in dir with the extra SPAWNER_ settings and
