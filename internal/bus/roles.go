@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -70,7 +71,7 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 		sub = []string{subj.Sessions(), subj.Heartbeats(), inbox}
 	case RoleAll:
 		perms := &server.Permissions{Publish: &server.SubjectPermission{}, Subscribe: &server.SubjectPermission{},
-			Response: &server.ResponsePermission{MaxMsgs: 1}}
+			Response: responses()}
 		for _, r := range []string{RoleGateway, RoleProvisioner, RoleProber, RoleReaper} {
 			p, _ := Permissions(subj, r)
 			perms.Publish.Allow = append(perms.Publish.Allow, p.Publish.Allow...)
@@ -87,11 +88,18 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 		Subscribe: &server.SubjectPermission{Allow: uniq(sub), Deny: subDeny},
 	}
 	if resp {
-		// allow_responses: one reply to each request received, to its
-		// reply subject only, within the default two minutes.
-		perms.Response = &server.ResponsePermission{MaxMsgs: 1}
+		perms.Response = responses()
 	}
 	return perms, nil
+}
+
+// responses is allow_responses: one reply to each request received, to its
+// reply subject only. The server's default window is two minutes; a spawn
+// may take SPAWNER_SPAWN_TIMEOUT (60s by default, more for big images)
+// and still must be answered, so the window is ten minutes. The server
+// forgets a reply subject as soon as it is answered.
+func responses() *server.ResponsePermission {
+	return &server.ResponsePermission{MaxMsgs: 1, Expires: 10 * time.Minute}
 }
 
 // ensureAPI is what bus.Ensure calls: every component creates or updates

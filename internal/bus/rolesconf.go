@@ -44,7 +44,7 @@ accounts {
 		}
 		b.WriteString(" }\n")
 		if p.Response != nil {
-			b.WriteString("          allow_responses: true\n")
+			fmt.Fprintf(&b, "          allow_responses: { max: %d, expires: \"%s\" }\n", p.Response.MaxMsgs, p.Response.Expires)
 		}
 		b.WriteString("        }\n      }\n")
 	}

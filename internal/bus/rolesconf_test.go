@@ -3,6 +3,7 @@ package bus_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,18 @@ func TestShippedNATSConfig(t *testing.T) {
 	opts, err := server.ProcessConfigFile(shippedConf)
 	if err != nil {
 		t.Fatalf("nats-server rejects %s: %v", shippedConf, err)
+	}
+	if len(opts.Users) != len(bus.Roles) {
+		t.Fatalf("%s has %d users, want one per role", shippedConf, len(opts.Users))
+	}
+	for _, u := range opts.Users {
+		want, _ := bus.Permissions(subj, u.Username)
+		got := u.Permissions
+		if !slices.Equal(got.Publish.Allow, want.Publish.Allow) || !slices.Equal(got.Subscribe.Allow, want.Subscribe.Allow) ||
+			!slices.Equal(got.Subscribe.Deny, want.Subscribe.Deny) || (got.Response == nil) != (want.Response == nil) ||
+			(got.Response != nil && *got.Response != *want.Response) {
+			t.Errorf("%s: the server reads other permissions than the code's", u.Username)
+		}
 	}
 	opts.Host, opts.Port, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, filepath.Join(t.TempDir(), "js"), true, true
 	srv, err := server.NewServer(opts)
