@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -21,8 +22,11 @@ type ControlPlane struct {
 	HTTPURL string
 	NATSURL string
 	NC      *nats.Conn
-	Reg     *registry.Registry
-	Subj    messages.Subjects
+	// natsPassword is the run's own NATS user's: the benchmarks seed
+	// records and watch every subject, which no least-privilege role may.
+	natsPassword string
+	Reg          *registry.Registry
+	Subj         messages.Subjects
 }
 
 // StartControlPlane runs bin in dir with the extra SPAWNER_ settings and
@@ -36,18 +40,21 @@ func StartControlPlane(ctx context.Context, bin, dir string, env ...string) (*Co
 	if err != nil {
 		return nil, err
 	}
+	password := rand.Text()
 	base := []string{
 		"SPAWNER_HTTP_ADDR=127.0.0.1:" + strconv.Itoa(httpPort),
 		"SPAWNER_NATS_LISTEN=127.0.0.1:" + strconv.Itoa(natsPort),
 		"SPAWNER_DATA_DIR=" + filepath.Join(dir, "data"),
 		"SPAWNER_LOG_LEVEL=warn",
+		"SPAWNER_NATS_USER=bench",
+		"SPAWNER_NATS_PASSWORD=" + password,
 	}
 	child, err := StartChild(filepath.Join(dir, "spawner.log"), append(base, env...), bin)
 	if err != nil {
 		return nil, err
 	}
 	cp := &ControlPlane{Child: child, HTTPURL: "http://127.0.0.1:" + strconv.Itoa(httpPort),
-		NATSURL: "nats://127.0.0.1:" + strconv.Itoa(natsPort)}
+		NATSURL: "nats://127.0.0.1:" + strconv.Itoa(natsPort), natsPassword: password}
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := WaitHTTP(waitCtx, cp.HTTPURL+"/readyz"); err != nil {
@@ -62,7 +69,7 @@ func StartControlPlane(ctx context.Context, bin, dir string, env ...string) (*Co
 }
 
 func (cp *ControlPlane) connect(ctx context.Context) error {
-	nc, err := nats.Connect(cp.NATSURL, nats.Name("bench"))
+	nc, err := nats.Connect(cp.NATSURL, nats.Name("bench"), nats.UserInfo("bench", cp.natsPassword))
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", cp.NATSURL, err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -38,6 +39,7 @@ type faultCluster struct {
 	Tag     string
 	NATSURL string
 	BaseURL string
+	DataDir string
 
 	mu    sync.Mutex
 	procs map[string]*faultProc
@@ -63,6 +65,7 @@ func newFaultCluster(t *testing.T, extra ...string) *faultCluster {
 		Tag:     faultRandomHex(8),
 		NATSURL: "nats://" + natsAddr,
 		BaseURL: "http://" + httpAddr,
+		DataDir: t.TempDir(),
 		procs:   map[string]*faultProc{},
 		kills:   map[string]int{},
 	}
@@ -81,7 +84,7 @@ func newFaultCluster(t *testing.T, extra ...string) *faultCluster {
 	}
 	c.env = append(c.env,
 		faultTagVar+"="+c.Tag,
-		"SPAWNER_DATA_DIR="+t.TempDir(),
+		"SPAWNER_DATA_DIR="+c.DataDir,
 		"SPAWNER_NATS_LISTEN="+natsAddr,
 		"SPAWNER_HTTP_ADDR="+httpAddr,
 		"SPAWNER_PUBLIC_URL="+c.BaseURL,
@@ -187,7 +190,8 @@ func (c *faultCluster) ready() bool {
 // provisionerAnswers asks for a stop of a session nobody has; only a
 // running provisioner answers, and with found false.
 func (c *faultCluster) provisionerAnswers() bool {
-	nc, err := nats.Connect(c.NATSURL, nats.Timeout(time.Second))
+	// The reaper's role may send stops; "spawner nats" requires one.
+	nc, err := nats.Connect(c.NATSURL, append(c.NATSOptions(bus.RoleReaper), nats.Timeout(time.Second))...)
 	if err != nil {
 		return false
 	}
@@ -199,6 +203,17 @@ func (c *faultCluster) provisionerAnswers() bool {
 	}
 	var rep messages.StopReply
 	return json.Unmarshal(msg.Data, &rep) == nil && rep.Error == nil && !rep.Found
+}
+
+// NATSOptions authenticate as role with the credentials the NATS server
+// generated into the shared data dir, and use the role's private inbox.
+func (c *faultCluster) NATSOptions(role string) []nats.Option {
+	subj, _ := messages.NewSubjects(messages.DefaultPrefix)
+	opts := []nats.Option{nats.CustomInboxPrefix(bus.InboxPrefix(subj, role))}
+	if nk, err := nats.NkeyOptionFromSeed(bus.CredentialsFile(c.DataDir, role)); err == nil {
+		opts = append(opts, nk)
+	}
+	return opts
 }
 
 func (c *faultCluster) logged(name string, offset int64, marker string) bool {

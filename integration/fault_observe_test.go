@@ -37,9 +37,9 @@ type faultEvents struct {
 // subjects, as an operator's would, so while no provisioner runs the
 // gateway's requests find this subscriber instead of "no responders" and
 // end in 504 rather than 503; both are counted.
-func faultWatchEvents(t *testing.T, url string) *faultEvents {
+func faultWatchEvents(t *testing.T, url string, opts ...nats.Option) *faultEvents {
 	t.Helper()
-	nc, err := faultDial(url, "fault-events")
+	nc, err := faultDial(url, "fault-events", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,9 +63,9 @@ func faultWatchEvents(t *testing.T, url string) *faultEvents {
 
 // faultDial connects to NATS and never gives up reconnecting, like
 // Spawner's own components.
-func faultDial(url, name string) (*nats.Conn, error) {
-	return nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+func faultDial(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(url, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond), nats.RetryOnFailedConnect(true)}, opts...)...)
 }
 
 // add records one event, once, and reports whether it was new. Requests

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -60,8 +61,8 @@ func TestFaultInjection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	events := faultWatchEvents(t, c.NATSURL)
-	loadNC, err := faultDial(c.NATSURL, "fault-load")
+	events := faultWatchEvents(t, c.NATSURL, c.NATSOptions(bus.RoleClient)...)
+	loadNC, err := faultDial(c.NATSURL, "fault-load", c.NATSOptions(bus.RoleClient)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func TestAllInOneKill9Restart(t *testing.T) {
 	if err := c.Start("all"); err != nil {
 		t.Fatal(err)
 	}
-	events := faultWatchEvents(t, c.NATSURL)
+	events := faultWatchEvents(t, c.NATSURL, c.NATSOptions(bus.RoleClient)...)
 	client := &http.Client{Timeout: faultInitTimeout}
 	var old []faultSession
 	for _, body := range []string{``, `{"key":"restart-doc"}`, `{"labels":{"suite":"restart"}}`} {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/spawnerhq/spawner/internal/app"
+	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -99,7 +100,9 @@ func start(t testing.TB, cfg app.Config) *harness {
 		t.Fatal("spawner did not start within 20s")
 	}
 	h.BaseURL = "http://" + m.HTTPAddr()
-	nc, err := nats.Connect(m.NATSURL())
+	// A client, as another service would connect: it may spawn and read
+	// events, nothing more.
+	nc, err := bus.Connect(m.NATSConfig(bus.RoleClient), "test", nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,8 @@ Usage:
   spawner prober       polls each session's /status and publishes heartbeats
   spawner reaper       ends idle sessions
   spawner nats         a standalone NATS server with JetStream
+  spawner nats-flags [ROLE]
+                       nats CLI flags that connect as ROLE (default client)
   spawner sidecar      serves /status from the kernel's TCP table (SPAWNER_APP_PORT)
   spawner demo         the bundled demo app, on $PORT
   spawner sessions     ls|get|new|rm: manage sessions through the API
@@ -62,6 +64,8 @@ func run(ctx context.Context, mode string, args []string) error {
 		return runSidecar(ctx)
 	case "nats":
 		return runNATS(ctx)
+	case "nats-flags":
+		return runNATSFlags(args, os.Stdout)
 	case "sessions":
 		return runSessions(ctx, args, os.Stdout, os.Stderr)
 	case "events":

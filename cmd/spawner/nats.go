@@ -2,14 +2,20 @@ package main
 
 import (
 	"context"
-	"path/filepath"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
 
 	"github.com/spawnerhq/spawner/internal/app"
 	"github.com/spawnerhq/spawner/internal/bus"
 )
 
 // runNATS serves a standalone NATS with JetStream, for stacks that have no
-// NATS of their own (the compose file uses it).
+// NATS of their own (the compose file uses it). Unless the operator set a
+// user and password, it requires one generated NKey per role, written
+// into the data dir, where each component started on the same data dir
+// finds its own.
 func runNATS(ctx context.Context) error {
 	cfg, err := app.LoadConfig()
 	if err != nil {
@@ -19,13 +25,38 @@ func runNATS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv, err := bus.RunEmbedded(bus.EmbeddedFrom(cfg.Bus, filepath.Join(cfg.Common.DataDir, "nats")))
+	emb, err := bus.StartEmbedded(cfg.Bus, cfg.Common.DataDir, true, log)
 	if err != nil {
 		return err
 	}
-	log.Info("nats listening", "url", srv.ClientURL())
+	auth := "generated role credentials in " + bus.CredentialsDir(cfg.Common.DataDir)
+	if cfg.Bus.User != "" {
+		auth = "the configured user"
+	}
+	log.Info("nats listening", "url", emb.Server.ClientURL(), "auth", auth)
 	<-ctx.Done()
-	srv.Shutdown()
-	srv.WaitForShutdown()
+	emb.Shutdown()
 	return nil
+}
+
+// runNATSFlags prints the nats CLI flags that connect as a role (default
+// client) to the NATS this configuration uses.
+func runNATSFlags(args []string, stdout io.Writer) error {
+	if len(args) > 1 {
+		return errors.New("usage: spawner nats-flags [ROLE]")
+	}
+	role := bus.RoleClient
+	if len(args) == 1 {
+		role = args[0]
+	}
+	cfg, err := app.LoadConfig()
+	if err != nil {
+		return err
+	}
+	flags, err := bus.NATSFlags(cfg.Bus, cfg.Common.DataDir, role)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, strings.Join(flags, " "))
+	return err
 }

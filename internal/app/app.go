@@ -7,11 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
@@ -66,33 +64,48 @@ func (m *Main) Started() <-chan struct{} { return m.started }
 // HTTPAddr is the gateway's listening address, once started.
 func (m *Main) HTTPAddr() string { return m.httpAddr }
 
-// NATSURL is the URL of the NATS server in use, once started.
+// NATSURL is the URL of the NATS server in use, once started; empty when
+// the embedded server takes no network clients.
 func (m *Main) NATSURL() string { return m.natsURL }
+
+// NATSConfig is how another process connects to this Spawner's NATS as
+// role, once started: its URL and the role's generated credentials.
+func (m *Main) NATSConfig(role string) bus.Config {
+	c := m.Config.Bus
+	c.URL = m.natsURL
+	return c.ForRole(role, m.Config.Common.DataDir)
+}
 
 // Run runs mode's components until ctx is done, then shuts them down and
 // closes NATS last, because stopping sessions still needs it.
 func (m *Main) Run(ctx context.Context, mode Mode) error {
 	mx := m.useMetrics()
 	cfg := m.Config
-	var srv *server.Server
+	var nc *nats.Conn
 	if mode == ModeAll && cfg.Bus.URL == "" {
-		var err error
-		srv, err = bus.RunEmbedded(bus.EmbeddedFrom(cfg.Bus, filepath.Join(cfg.Common.DataDir, "nats")))
+		emb, err := bus.StartEmbedded(cfg.Bus, cfg.Common.DataDir, false, m.Log)
 		if err != nil {
 			return err
 		}
-		defer srv.Shutdown()
-		if srv.Addr() != nil {
-			m.natsURL = srv.ClientURL()
-			m.Log.Info("embedded nats listening", "url", m.natsURL)
+		defer emb.Shutdown()
+		if emb.Server.Addr() != nil {
+			m.natsURL = emb.Server.ClientURL()
+			m.Log.Info("embedded nats listening", "url", m.natsURL,
+				"credentials", bus.CredentialsDir(cfg.Common.DataDir))
 		}
-	}
-	if m.natsURL == "" {
+		if nc, err = emb.Connect(cfg.Bus, "spawner-"+string(mode), m.Log); err != nil {
+			return err
+		}
+	} else {
 		m.natsURL = cfg.Bus.URL
-	}
-	nc, err := bus.Connect(cfg.Bus, "spawner-"+string(mode), srv, m.Log)
-	if err != nil {
-		return err
+		var err error
+		role := string(mode)
+		if mode == ModeAll {
+			role = bus.RoleAll
+		}
+		if nc, err = bus.Connect(cfg.Bus.ForRole(role, cfg.Common.DataDir), "spawner-"+string(mode), nil, m.Log); err != nil {
+			return err
+		}
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

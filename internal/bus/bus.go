@@ -27,8 +27,11 @@ type Config struct {
 	// URL of an external NATS; empty runs the embedded server.
 	URL string `envconfig:"NATS_URL"`
 	// Listen is the embedded server's TCP address, so other services and the
-	// nats CLI can reach it. "off" keeps it in-process only.
-	Listen string `envconfig:"NATS_LISTEN" default:"127.0.0.1:4222"`
+	// nats CLI can reach it. Empty or "off" keeps the all-in-one's NATS
+	// in-process only; "spawner nats" then listens on 127.0.0.1:4222. A
+	// listening server requires credentials: the operator's, or role NKeys
+	// it generates into the data dir.
+	Listen string `envconfig:"NATS_LISTEN"`
 	// Prefix starts every subject, stream and bucket name.
 	Prefix string `envconfig:"PREFIX" default:"spawner"`
 	// Replicas for streams and the bucket; use 3 on a NATS cluster.
@@ -47,6 +50,10 @@ type Config struct {
 	// ("spawner nats" and the all-in-one).
 	ServerTLSCert string `envconfig:"NATS_SERVER_TLS_CERT"`
 	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY"`
+	// Role is the NATS role a process connects as (see Permissions); set
+	// by the program, never by the environment. It picks the private
+	// reply inbox and the generated credentials file.
+	Role string `ignored:"true"`
 }
 
 // Subjects returns the names for cfg's prefix.
@@ -56,6 +63,12 @@ func (c Config) Subjects() (messages.Subjects, error) { return messages.NewSubje
 // It retries while the server is away, so that a restarted NATS is rejoined
 // without restarting Spawner.
 func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*nats.Conn, error) {
+	return connect(cfg, name, srv, log, nil)
+}
+
+// connect is Connect with auth options that override cfg's, as the
+// all-in-one's in-memory key does.
+func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth []nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -83,11 +96,22 @@ func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*na
 	} else if url == "" {
 		return nil, errors.New("connect nats: no URL and no embedded server")
 	}
-	auth, err := authOptions(cfg)
+	if cfg.Role != "" {
+		subj, err := cfg.Subjects()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(subj, cfg.Role)))
+	}
+	if auth != nil {
+		// The caller's credentials replace cfg's; TLS stays cfg's.
+		cfg.Creds, cfg.NKeyFile, cfg.User, cfg.Password = "", "", "", ""
+	}
+	own, err := authOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, auth...)
+	opts = append(append(opts, own...), auth...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", redact(url), withoutURL(err))

@@ -19,6 +19,8 @@ type EmbeddedConfig struct {
 	StoreDir string
 	// User and Password, when set, are required of every client.
 	User, Password string
+	// Nkeys are users that sign in with an NKey, each with its permissions.
+	Nkeys []*server.NkeyUser
 	// TLSCert and TLSKey, when set, make clients connect over TLS; with
 	// TLSCA, clients must also present a certificate signed by it.
 	TLSCert, TLSKey, TLSCA string
@@ -61,7 +63,15 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
-	opts.Username, opts.Password = cfg.User, cfg.Password
+	if len(cfg.Nkeys) > 0 {
+		// A server takes a single user or a list, not both.
+		opts.Nkeys = cfg.Nkeys
+		if cfg.User != "" {
+			opts.Users = []*server.User{{Username: cfg.User, Password: cfg.Password}}
+		}
+	} else {
+		opts.Username, opts.Password = cfg.User, cfg.Password
+	}
 	if cfg.TLSCert != "" {
 		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey,
 			CaFile: cfg.TLSCA, Verify: cfg.TLSCA != ""})

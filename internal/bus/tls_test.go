@@ -128,3 +128,32 @@ func TestRedactHidesPasswords(t *testing.T) {
 		t.Fatalf("redact gave %q", got)
 	}
 }
+
+// TestGeneratedCredentialsWithMutualTLS runs the all-in-one's embedded
+// server listening with TLS and no user of the operator's: the in-process
+// components still get in, with their in-memory key and TLS.
+func TestGeneratedCredentialsWithMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, caKey := writeCert(t, dir, "ca", "spawner test ca", nil, nil)
+	writeCert(t, dir, "server", "localhost", ca, caKey)
+	writeCert(t, dir, "client", "spawner", ca, caKey)
+	p := func(f string) string { return filepath.Join(dir, f) }
+	cfg := Config{Listen: "127.0.0.1:-1", Prefix: "spawner", TLSCA: p("ca.pem"), TLSCert: p("client.pem"),
+		TLSKey: p("client-key.pem"), ServerTLSCert: p("server.pem"), ServerTLSKey: p("server-key.pem"), Memory: true}
+	emb, err := StartEmbedded(cfg, t.TempDir(), false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	nc, err := emb.Connect(cfg, "test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := Ensure(ctx, js, cfg); err != nil {
+		t.Fatalf("in-process components over TLS with the generated key: %v", err)
+	}
+}
