@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/spawnerhq/spawner/messages"
+)
+
+// The proxy status source, with apps that know nothing of Spawner: plain
+// "python3 -m http.server" (no /status, no sidecar) and the demo's
+// WebSocket. What keeps a session alive is what the gateway sees.
+func TestProxyStatusSource(t *testing.T) {
+	const (
+		idle     = 5 * time.Second
+		interval = time.Second
+		size     = 60 << 20
+	)
+	dir := servedDir(t, "big.bin", size)
+	cfg := testConfig(t)
+	cfg.Process.Command = `if [ -n "$DEMO" ]; then exec ` + spawnerBin + ` demo; fi; cd ` + dir +
+		` && exec ` + debianPython + ` -m http.server "$PORT" --bind "$HOST"`
+	cfg.Process.StatusSource = "proxy"
+	cfg.Provisioner.IdleTimeout = idle
+	cfg.Prober.Interval, cfg.Gateway.ProbeInterval = interval, interval
+	h := start(t, cfg)
+	// Idle time is counted in whole seconds, so the bound is the issue's
+	// idle timeout + probe interval + 1 s.
+	bound := idle + interval + time.Second
+
+	t.Run("a slow download keeps its session", func(t *testing.T) {
+		id, url := spawnURL(t, h, `{}`)
+		resp, err := http.Get(url + "big.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		buf := make([]byte, 64<<10)
+		var got int
+		lastCheck := time.Now()
+		// Read at 1 MB/s: 60 s, twelve idle timeouts.
+		for start := time.Now(); ; {
+			n, err := io.ReadFull(resp.Body, buf)
+			got += n
+			if err != nil {
+				if got != size {
+					t.Fatalf("the download broke after %d of %d bytes: %v", got, size, err)
+				}
+				break
+			}
+			if time.Since(lastCheck) > interval {
+				lastCheck = time.Now()
+				if sessionGone(t, h, id) {
+					t.Fatalf("the session was reaped %s into the download, with %d bytes read", time.Since(start), got)
+				}
+			}
+			if wait := time.Duration(got) * time.Second / (1 << 20); time.Since(start) < wait {
+				time.Sleep(wait - time.Since(start))
+			}
+		}
+		ended := time.Now()
+		eventually(t, bound+5*time.Second, "the session to end after the download", func() bool { return sessionGone(t, h, id) })
+		if took := time.Since(ended); took > bound {
+			t.Errorf("the session ended %s after the download, want within %s", took, bound)
+		}
+	})
+
+	t.Run("an open WebSocket keeps its session", func(t *testing.T) {
+		id, url := spawnURL(t, h, `{"env":{"DEMO":"1"}}`)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+"ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Drain whatever the app sends, without sending anything.
+		go func() {
+			for {
+				if _, _, err := conn.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+		time.Sleep(idle + 3*interval)
+		if sessionGone(t, h, id) {
+			t.Fatal("a session with an open WebSocket was reaped")
+		}
+		_ = conn.Close(websocket.StatusNormalClosure, "")
+		closed := time.Now()
+		eventually(t, bound+5*time.Second, "the session to end after the WebSocket closed", func() bool { return sessionGone(t, h, id) })
+		if took := time.Since(closed); took > bound {
+			t.Errorf("the session ended %s after its WebSocket closed, want within %s", took, bound)
+		}
+	})
+}
+
+// An app that dies at start: the caller gets a 502 that says how it
+// exited and what it last printed, and the failed event says the same.
+func TestSpawnFailureSaysWhy(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Process.Command = `echo "loading the model"; echo "fatal: the model file is missing" >&2; exit 3`
+	h := start(t, cfg)
+	ev := h.watchEvents(t)
+	resp, err := http.Post(h.BaseURL+"/init", "application/json", strings.NewReader(`{"request_id":"dies"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Error messages.Error }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	msg := body.Error.Message
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(msg, "exit status 3") ||
+		!strings.Contains(msg, "fatal: the model file is missing") {
+		t.Fatalf("/init answered %d %q, want a 502 with the exit status and the last output", resp.StatusCode, msg)
+	}
+	var failed []messages.Event
+	eventually(t, 10*time.Second, "the failed event", func() bool {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		failed = failed[:0]
+		for _, e := range ev.all {
+			if e.Type == messages.EventFailed && e.RequestID == "dies" {
+				failed = append(failed, e)
+			}
+		}
+		return len(failed) == 1
+	})
+	id := failed[0].SessionID
+	if n := strings.Count(msg, id); n > 1 {
+		t.Errorf("the message names the session %d times: %q", n, msg)
+	}
+	if !strings.Contains(failed[0].Error, "fatal: the model file is missing") {
+		t.Errorf("the failed event says %q", failed[0].Error)
+	}
+}
