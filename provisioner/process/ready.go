@@ -51,7 +51,7 @@ func (c readinessClient) awaitStatus(ctx context.Context, done <-chan struct{}, 
 		last = err
 		select {
 		case <-done:
-			return errors.New("the app exited before it was ready")
+			return errExited
 		case <-ctx.Done():
 			if last == nil {
 				last = errors.New("/status did not report listening")
@@ -74,7 +74,7 @@ func (c readinessClient) awaitListening(ctx context.Context, done <-chan struct{
 		}
 		select {
 		case <-done:
-			return errors.New("the app exited before it was listening")
+			return errExited
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
 		case <-time.After(backoff(attempt)):
@@ -86,7 +86,7 @@ func (c readinessClient) awaitListening(ctx context.Context, done <-chan struct{
 // uses OS pipes rather than exec's, so that reading ends at EOF, when the
 // last process holding them is gone, and not when the shell is reaped. The
 // returned function closes the parent's write ends and must run after Start.
-func pipeOutput(cmd *exec.Cmd, log *slog.Logger) (func(), error) {
+func pipeOutput(cmd *exec.Cmd, keep *tail, log *slog.Logger) (func(), error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -98,15 +98,17 @@ func pipeOutput(cmd *exec.Cmd, log *slog.Logger) (func(), error) {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	go logLines(outR, "stdout", log)
-	go logLines(errR, "stderr", log)
+	keep.readers.Add(2)
+	go logLines(outR, "stdout", keep, log)
+	go logLines(errR, "stderr", keep, log)
 	return func() {
 		outW.Close()
 		errW.Close()
 	}, nil
 }
 
-func logLines(r io.ReadCloser, stream string, log *slog.Logger) {
+func logLines(r io.ReadCloser, stream string, keep *tail, log *slog.Logger) {
+	defer keep.readers.Done()
 	defer r.Close()
 	br := bufio.NewReaderSize(r, 16<<10)
 	for {
@@ -115,6 +117,7 @@ func logLines(r io.ReadCloser, stream string, log *slog.Logger) {
 			// A line longer than the buffer is logged in pieces rather than
 			// held in memory without bound.
 			log.Info("app output", "stream", stream, "line", string(trimNewline(line)))
+			keep.add(line)
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
