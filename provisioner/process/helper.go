@@ -42,12 +42,10 @@ func helperMain(args []string) error {
 	case "probe":
 		return privateProc()
 	case "kill":
-		// kill(-1) skips the caller, and reaches every process the caller
-		// may signal: those of its own uid.
-		if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-			return err
+		if len(args) != 2 {
+			return fmt.Errorf("kill: want a uid")
 		}
-		return nil
+		return killAll(args[1])
 	case "run":
 		if len(args) != 6 {
 			return fmt.Errorf("run: want uid gid dir binary script, got %d arguments", len(args)-1)
@@ -67,6 +65,36 @@ func privateProc() error {
 	}
 	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
+	}
+	return nil
+}
+
+// killAll becomes uid and sends SIGKILL to -1: that skips the caller and
+// reaches every process it may signal, those of its own uid.
+func killAll(uidArg string) error {
+	uid, err := strconv.ParseUint(uidArg, 10, 32)
+	if err != nil || uid == 0 {
+		return fmt.Errorf("kill: bad uid %q", uidArg)
+	}
+	if err := dropTo(int(uid), int(uid)); err != nil {
+		return err
+	}
+	if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	return nil
+}
+
+// dropTo leaves root for uid and gid, with no supplementary groups.
+func dropTo(uid, gid int) error {
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid: %w", err)
 	}
 	return nil
 }
@@ -98,14 +126,8 @@ func runApp(uidArg, gidArg, dir, binary, script string) error {
 		}
 	}
 	syscall.Umask(old)
-	if err := syscall.Setgroups(nil); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
-	}
-	if err := syscall.Setgid(int(gid)); err != nil {
-		return fmt.Errorf("setgid: %w", err)
-	}
-	if err := syscall.Setuid(int(uid)); err != nil {
-		return fmt.Errorf("setuid: %w", err)
+	if err := dropTo(int(uid), int(gid)); err != nil {
+		return err
 	}
 	// A change of uid clears the parent-death signal, so set it again: the
 	// shell's trap then ends the app when Spawner dies.

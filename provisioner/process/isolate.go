@@ -146,8 +146,8 @@ func parseUIDRange(s string) (uint32, uint32, error) {
 // sends SIGKILL to -1, which reaches exactly the processes it may signal,
 // all at once, so a process that forks cannot slip past a scan.
 func killUID(exe string, uid uint32) error {
-	cmd := helperCommand(exe, "kill")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}}
+	// The helper drops to uid itself: as uid it might not reach our binary.
+	cmd := helperCommand(exe, "kill", strconv.FormatUint(uint64(uid), 10))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kill the processes of uid %d: %v %s", uid, err, strings.TrimSpace(string(out)))
 	}

@@ -137,13 +137,13 @@ func (b *Backend) setupIsolation() error {
 		return fmt.Errorf("find our own binary: %w", err)
 	}
 	b.exe = exe
+	if b.uidLo, b.uidHi, err = parseUIDRange(b.cfg.UIDRange); err != nil {
+		return err
+	}
 	if b.isolation, err = chooseIsolation(b.cfg.Isolation, exe); err != nil {
 		return err
 	}
-	if b.isolation != IsolationNone {
-		if b.uidLo, b.uidHi, err = parseUIDRange(b.cfg.UIDRange); err != nil {
-			return err
-		}
+	if b.isolation == IsolationNamespaces {
 		b.binary = appBinary(b.cfg.Command)
 	}
 	if b.isolation == IsolationNone && b.cfg.Isolation != IsolationNone {
