@@ -16,6 +16,9 @@ import (
 // code of ours in the new process, and a Go program cannot fork.
 const helperName = "spawner-app-helper"
 
+// prSetNoNewPrivs is PR_SET_NO_NEW_PRIVS, which package syscall lacks.
+const prSetNoNewPrivs = 38
+
 func init() {
 	if len(os.Args) < 2 || os.Args[0] != helperName {
 		return
@@ -133,6 +136,10 @@ func runApp(uidArg, gidArg, dir, binary, script string) error {
 	// shell's trap then ends the app when Spawner dies.
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0); errno != 0 {
 		return fmt.Errorf("parent death signal: %w", errno)
+	}
+	// No setuid program may lift the app back above its uid.
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); errno != 0 {
+		return fmt.Errorf("no new privileges: %w", errno)
 	}
 	if err := os.Chdir(dir); err != nil {
 		return err

@@ -39,6 +39,9 @@ func TestIsolatedAppsRunAsTheirOwnUID(t *testing.T) {
 			if rest, ok := strings.CutPrefix(line, "Groups:"); ok && strings.TrimSpace(rest) != "" {
 				t.Errorf("app keeps supplementary groups %q", rest)
 			}
+			if rest, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok && strings.TrimSpace(rest) != "1" {
+				t.Error("a setuid program could raise the app's privileges")
+			}
 		}
 	}
 }

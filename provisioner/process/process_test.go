@@ -56,6 +56,9 @@ func TestDemoAppStartsReady(t *testing.T) {
 	}
 }
 
+// It follows the app through pids its shell writes down, which a PID
+// namespace would renumber, so it runs unisolated: the group kill it
+// tests is what ends an app there.
 func TestAppExitingAtOnceFails(t *testing.T) {
 	dir := t.TempDir()
 	b := newBackend(t, process.Config{Isolation: "none", Command: "echo $$ > " + quote(filepath.Join(dir, "pgid")) + "; echo starting; exit 3"})
@@ -76,6 +79,9 @@ func TestAppExitingAtOnceFails(t *testing.T) {
 	}
 }
 
+// It follows the app through pids its shell writes down, which a PID
+// namespace would renumber, so it runs unisolated: the group kill it
+// tests is what ends an app there.
 func TestAppNeverReadyTimesOut(t *testing.T) {
 	needPython(t)
 	dir := t.TempDir()
@@ -98,6 +104,9 @@ func TestAppNeverReadyTimesOut(t *testing.T) {
 	}
 }
 
+// It follows the app through pids its shell writes down, which a PID
+// namespace would renumber, so it runs unisolated: the group kill it
+// tests is what ends an app there.
 func TestStopKillsTheWholeGroup(t *testing.T) {
 	needPython(t)
 	dir := t.TempDir()
