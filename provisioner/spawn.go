@@ -203,7 +203,8 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 			code = messages.CodeUnavailable
 		}
 		p.cfg.Metrics.SpawnFailed(failure, p.now().Sub(start))
-		return messages.SpawnReply{}, messages.Errorf(code, "session %s: %v", id, err)
+		// The backend's error says what the app did; only this names the session.
+		return messages.SpawnReply{}, messages.Errorf(code, "session %s did not start: %v", id, err)
 	}
 	s.Status, s.Upstream, s.StatusURL, s.ReadyAt = messages.StatusReady, inst.Upstream, inst.StatusURL, p.now().UTC()
 	s.ProxyActivity = inst.ProxyActivity

@@ -82,6 +82,11 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	mx := m.useMetrics()
 	cfg := m.Config
 	var nc *nats.Conn
+	if (mode == ModeAll && cfg.Bus.URL == "") || cfg.Common.SessionAuth == "token" {
+		if err := privateDir(cfg.Common.DataDir, m.Log); err != nil {
+			return err
+		}
+	}
 	if mode == ModeAll && cfg.Bus.URL == "" {
 		emb, err := bus.StartEmbedded(cfg.Bus, cfg.Common.DataDir, false, m.Log)
 		if err != nil {
@@ -256,6 +261,9 @@ func (m *Main) addProvisioner(g *run.Group, nc *nats.Conn, reg *registry.Registr
 	if cfg.Backend == "process" {
 		// A local process cannot outlive the provisioner that started it.
 		cfg.StopOnShutdown = true
+		if err := m.checkIsolation(backend.(*process.Backend).Isolation()); err != nil {
+			return err
+		}
 	}
 	signer, err := m.sessionSigner()
 	if err != nil {
@@ -315,4 +323,45 @@ func (m *Main) sessionSigner() (*sessiontoken.Signer, error) {
 	default:
 		return nil, fmt.Errorf("SPAWNER_SESSION_AUTH %q: want none or token", m.Config.Common.SessionAuth)
 	}
+}
+
+// checkIsolation refuses to run apps as Spawner's own user, where they
+// could read its credentials, unless the operator said that is fine.
+func (m *Main) checkIsolation(level string) error {
+	if level != process.IsolationNone || m.Config.Process.Isolation == process.IsolationNone {
+		return nil
+	}
+	var held []string
+	if len(m.Config.Gateway.APITokens) > 0 {
+		held = append(held, "API tokens")
+	}
+	if m.Config.Common.SessionAuth == "token" {
+		held = append(held, "session tokens")
+	}
+	if b := m.Config.Bus; b.Creds != "" || b.NKeyFile != "" || b.User != "" || b.Password != "" {
+		held = append(held, "NATS credentials")
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the process backend cannot isolate apps here (it needs root), so every app could read "+
+		"Spawner's %s; run Spawner as root, or set SPAWNER_PROCESS_ISOLATION=none to accept this", strings.Join(held, ", "))
+}
+
+// privateDir makes the data dir, which holds secrets, Spawner's alone.
+func privateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		log.Warn("data dir was open to others; making it 0700", "dir", dir, "mode", info.Mode().Perm())
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	return nil
 }

@@ -64,6 +64,14 @@ func LoadSecret(hexSecret, dir string) ([]byte, error) {
 	}
 	path := filepath.Join(dir, "session-secret")
 	if b, err := os.ReadFile(path); err == nil {
+		// A secret that others could read opens every session: close it,
+		// and its directory, whoever made them so.
+		if err := restrict(dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := restrict(path, 0o600); err != nil {
+			return nil, err
+		}
 		return hex.DecodeString(strings.TrimSpace(string(b)))
 	}
 	secret := make([]byte, MinSecretBytes)
@@ -71,8 +79,25 @@ func LoadSecret(hexSecret, dir string) ([]byte, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("session secret: %w", err)
 	}
+	if err := restrict(dir, 0o700); err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(path, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
 		return nil, fmt.Errorf("session secret: %w", err)
 	}
 	return secret, nil
+}
+
+// restrict takes from path every permission that mode does not grant.
+func restrict(path string, mode os.FileMode) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("session secret: %w", err)
+	}
+	if info.Mode().Perm()&^mode != 0 {
+		if err := os.Chmod(path, info.Mode().Perm()&mode); err != nil {
+			return fmt.Errorf("session secret: %w", err)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package sessiontoken
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -43,4 +45,37 @@ func TestLoadSecretPersists(t *testing.T) {
 	if _, err := LoadSecret("zz", dir); err == nil {
 		t.Fatal("non-hex secret accepted")
 	}
+}
+
+// The secret opens every session, so only Spawner's user may read it,
+// even where an older version or an operator left it open.
+func TestLoadSecretKeepsItPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := LoadSecret("", dir); err != nil {
+		t.Fatal(err)
+	}
+	assertMode := func(path string, want os.FileMode) {
+		t.Helper()
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := info.Mode().Perm(); got != want {
+			t.Errorf("%s has mode %v, want %v", filepath.Base(path), got, want)
+		}
+	}
+	file := filepath.Join(dir, "session-secret")
+	assertMode(dir, 0o700)
+	assertMode(file, 0o600)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSecret("", dir); err != nil {
+		t.Fatal(err)
+	}
+	assertMode(dir, 0o700)
+	assertMode(file, 0o600)
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,9 +57,28 @@ http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H
 
 var appPath string
 
+// secretEnv is in this test process's environment from its start, so it
+// shows in /proc/<pid>/environ, as Spawner's own settings do.
+const secretEnv = "SPAWNER_PROCESS_TEST_SECRET"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(secretEnv) == "" {
+		// Start again with the secret in the initial environment: a later
+		// Setenv never reaches /proc/<pid>/environ.
+		exe, err := os.Executable()
+		if err == nil {
+			err = syscall.Exec(exe, os.Args, append(os.Environ(), secretEnv+"=s3cret-"+strconv.Itoa(os.Getpid())))
+		}
+		fmt.Fprintln(os.Stderr, "re-exec with a secret:", err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "process-test-")
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// Isolated apps run as other uids, which must reach the test app.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -224,3 +244,83 @@ func readPID(t *testing.T, path string) int {
 }
 
 func testLogger(t *testing.T) *slog.Logger { return testlog.New(t) }
+
+// needRoot skips tests of isolation, which needs root.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("isolation needs root")
+	}
+}
+
+// sharedDir is a directory every uid may write, for isolated apps to
+// leave what they saw.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "process-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// uidOf is the real uid process pid runs as.
+func uidOf(t *testing.T, pid int) uint32 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				uid, err := strconv.ParseUint(f[0], 10, 32)
+				if err == nil {
+					return uint32(uid)
+				}
+			}
+		}
+	}
+	t.Fatalf("no uid for pid %d", pid)
+	return 0
+}
+
+// liveOfUID lists the live processes whose files /proc says uid owns.
+func liveOfUID(uid uint32) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid == uid && alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// readFile waits for path to hold a line ending in "end".
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		data, err := os.ReadFile(path)
+		if err == nil && strings.Contains(string(data), "\nend") {
+			return string(data)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never finished: %q", path, data)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

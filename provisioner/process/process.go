@@ -33,6 +33,17 @@ type Config struct {
 	// counts the session's traffic), or "app,proxy" or "sidecar,proxy".
 	StatusSource string        `envconfig:"STATUS_SOURCE" default:"app"`
 	StopGrace    time.Duration `envconfig:"STOP_GRACE" default:"3s"`
+	// Isolation keeps apps from Spawner and from each other: "namespaces"
+	// (a uid of its own plus PID, mount and IPC namespaces with a private
+	// /proc), "uid" (a uid of its own), "none", or "auto", the strongest
+	// this host allows. Both need root.
+	Isolation string `envconfig:"PROCESS_ISOLATION" default:"auto"`
+	// UIDRange is "first-last", the unprivileged uids isolated apps run
+	// as, one per live session; no user should own them.
+	UIDRange string `envconfig:"PROCESS_UID_RANGE" default:"2000000000-2000065535"`
+	// Workdir, when set, is every app's working directory. Otherwise each
+	// app gets a fresh one of mode 0700, its HOME, removed when it ends.
+	Workdir string `envconfig:"APP_WORKDIR"`
 }
 
 // StatusWatcher serves a /status for an app that has none; the sidecar
@@ -47,6 +58,12 @@ type Backend struct {
 	log     *slog.Logger
 	watcher StatusWatcher
 	client  readinessClient
+	// isolation is the level in force; exe is our own binary, which runs
+	// the helper; binary is the app's program, made reachable to it.
+	isolation    string
+	exe, binary  string
+	uidLo, uidHi uint32
+	runDone      <-chan struct{}
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -64,6 +81,13 @@ type proc struct {
 	done       chan struct{}
 	stopping   bool
 	stopStatus func()
+	// uid is the session's own uid, 0 without isolation.
+	uid uint32
+	// workdir is removed when the app ends, unless it is the fixed one.
+	workdir, removeDir string
+	output             *tail
+	// err is how the app ended, set before done closes.
+	err error
 }
 
 // New builds the backend. command is the default app command, used when
@@ -88,15 +112,58 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 3 * time.Second
 	}
-	return &Backend{cfg: cfg, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
-		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}, nil
+	if cfg.UIDRange == "" {
+		cfg.UIDRange = DefaultUIDRange
+	}
+	if cfg.Workdir != "" {
+		if info, err := os.Stat(cfg.Workdir); err != nil || !info.IsDir() {
+			return nil, fmt.Errorf("process backend: app workdir %q is not a directory", cfg.Workdir)
+		}
+	}
+	b := &Backend{cfg: cfg, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
+		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}
+	if err := b.setupIsolation(); err != nil {
+		return nil, fmt.Errorf("process backend: %w", err)
+	}
+	return b, nil
 }
+
+// setupIsolation settles the isolation level, and says loudly when apps
+// will run as Spawner's own user although nobody asked for that.
+func (b *Backend) setupIsolation() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find our own binary: %w", err)
+	}
+	b.exe = exe
+	if b.uidLo, b.uidHi, err = parseUIDRange(b.cfg.UIDRange); err != nil {
+		return err
+	}
+	if b.isolation, err = chooseIsolation(b.cfg.Isolation, exe); err != nil {
+		return err
+	}
+	if b.isolation == IsolationNamespaces {
+		b.binary = appBinary(b.cfg.Command)
+	}
+	if b.isolation == IsolationNone && b.cfg.Isolation != IsolationNone {
+		b.log.Error("APPS ARE NOT ISOLATED: they run as Spawner's own user and can read its " +
+			"environment and data dir, and signal it and each other; run Spawner as root to isolate " +
+			"them, or set SPAWNER_PROCESS_ISOLATION=none to accept this")
+	} else {
+		b.log.Info("app isolation", "level", b.isolation)
+	}
+	return nil
+}
+
+// Isolation is the level in force: namespaces, uid or none.
+func (b *Backend) Isolation() string { return b.isolation }
 
 // Run keeps exits for instances that end on their own. When ctx ends it
 // kills whatever is still running, so no app outlives Spawner.
 func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {
 	b.mu.Lock()
 	b.exits = exits
+	b.runDone = ctx.Done()
 	b.mu.Unlock()
 	<-ctx.Done()
 	b.mu.Lock()
@@ -127,23 +194,25 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 		return provisioner.Instance{}, err
 	}
 	upstream := net.JoinHostPort(b.cfg.Host, strconv.Itoa(port))
-	cmd := exec.Command("/bin/sh", "-c", script(b.cfg.Command))
-	cmd.Env = appEnv(spec, b.cfg.Host, port)
-	cmd.Dir = os.TempDir()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	p := &proc{upstream: upstream, port: port, done: make(chan struct{}), output: &tail{}}
+	if err := b.prepare(spec.SessionID, p); err != nil {
+		b.cleanup(p)
+		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
+	}
+	cmd := b.command(spec, p)
+	p.cmd = cmd
 	log := b.log.With("session_id", spec.SessionID)
-	closeWriters, err := pipeOutput(cmd, log)
+	closeWriters, err := pipeOutput(cmd, p.output, log)
 	if err != nil {
-		b.releasePort(port)
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", spec.SessionID, err)
+		b.cleanup(p)
+		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
 	}
 	err = cmd.Start()
 	closeWriters()
 	if err != nil {
-		b.releasePort(port)
-		return provisioner.Instance{}, fmt.Errorf("start %s: %w", spec.SessionID, err)
+		b.cleanup(p)
+		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
 	}
-	p := &proc{cmd: cmd, upstream: upstream, port: port, done: make(chan struct{})}
 	b.mu.Lock()
 	b.procs[spec.SessionID] = p
 	b.mu.Unlock()
@@ -153,7 +222,11 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	statusURL, err := b.awaitReady(ctx, p, upstream, port)
 	if err != nil {
 		_ = b.Stop(context.WithoutCancel(ctx), spec.SessionID)
-		return provisioner.Instance{}, fmt.Errorf("app of %s: %w", spec.SessionID, err)
+		if errors.Is(err, errExited) {
+			// The provisioner names the session; this says what the app did.
+			return provisioner.Instance{}, exitError(p)
+		}
+		return provisioner.Instance{}, fmt.Errorf("the app: %w", err)
 	}
 	b.mu.Lock()
 	p.statusURL = statusURL
@@ -188,21 +261,30 @@ func (b *Backend) awaitReady(ctx context.Context, p *proc, upstream string, port
 
 func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 	err := p.cmd.Wait()
-	close(p.done)
+	// Kill what the app may have left in its group, such as a daemonised
+	// child, then whatever else runs as its uid: a setsid daemon leaves
+	// the group, but not the uid. (In a PID namespace the kernel has
+	// already ended them all, as the app's shell was its first process.)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if p.uid != 0 {
+		if kerr := killUID(b.exe, p.uid); kerr != nil {
+			log.Error("end the app's stragglers", "err", kerr)
+		}
+	}
 	b.mu.Lock()
 	stopping := p.stopping
 	if b.procs[id] == p {
 		delete(b.procs, id)
 	}
-	delete(b.ports, p.port)
-	exits := b.exits
+	exits, runDone := b.exits, b.runDone
 	stopStatus := p.stopStatus
 	b.mu.Unlock()
 	if stopStatus != nil {
 		stopStatus()
 	}
-	// Kill what the app may have left in its group, such as a daemonised child.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	b.cleanup(p)
+	p.err = err
+	close(p.done)
 	if stopping {
 		return
 	}
@@ -212,7 +294,11 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 	}
 	log.Info("app exited", "detail", detail)
 	if exits != nil {
-		exits <- provisioner.Exit{SessionID: id, Reason: messages.ReasonExited, Detail: detail}
+		// Once Run has ended nobody reads exits; do not wait for them.
+		select {
+		case exits <- provisioner.Exit{SessionID: id, Reason: messages.ReasonExited, Detail: detail}:
+		case <-runDone:
+		}
 	}
 }
 
@@ -284,12 +370,6 @@ func (b *Backend) reservePort() (int, error) {
 	return 0, fmt.Errorf("no free port on %s after 32 tries", b.cfg.Host)
 }
 
-func (b *Backend) releasePort(port int) {
-	b.mu.Lock()
-	delete(b.ports, port)
-	b.mu.Unlock()
-}
-
 func freePort(host string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -301,7 +381,7 @@ func freePort(host string) (int, error) {
 
 // appEnv passes Spawner's environment on without its own SPAWNER_ and NATS
 // settings, which may hold tokens and passwords the app must not see.
-func appEnv(spec provisioner.Spec, host string, port int) []string {
+func appEnv(spec provisioner.Spec, host string, port int, home string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "SPAWNER_") || strings.HasPrefix(kv, "NATS_") ||
@@ -310,6 +390,7 @@ func appEnv(spec provisioner.Spec, host string, port int) []string {
 		}
 		env = append(env, kv)
 	}
+	env = append(env, "HOME="+home)
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}

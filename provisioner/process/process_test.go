@@ -56,9 +56,12 @@ func TestDemoAppStartsReady(t *testing.T) {
 	}
 }
 
+// It follows the app through pids its shell writes down, which a PID
+// namespace would renumber, so it runs unisolated: the group kill it
+// tests is what ends an app there.
 func TestAppExitingAtOnceFails(t *testing.T) {
 	dir := t.TempDir()
-	b := newBackend(t, process.Config{Command: "echo $$ > " + quote(filepath.Join(dir, "pgid")) + "; echo starting; exit 3"})
+	b := newBackend(t, process.Config{Isolation: "none", Command: "echo $$ > " + quote(filepath.Join(dir, "pgid")) + "; echo starting; exit 3"})
 	runBackend(t, b)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
@@ -76,11 +79,14 @@ func TestAppExitingAtOnceFails(t *testing.T) {
 	}
 }
 
+// It follows the app through pids its shell writes down, which a PID
+// namespace would renumber, so it runs unisolated: the group kill it
+// tests is what ends an app there.
 func TestAppNeverReadyTimesOut(t *testing.T) {
 	needPython(t)
 	dir := t.TempDir()
 	cmd := "sleep 1000 & echo $! > " + quote(filepath.Join(dir, "child")) + "; echo $$ > " + quote(filepath.Join(dir, "pgid")) + "; " + pyApp("never-ready")
-	b := newBackend(t, process.Config{Command: cmd, StopGrace: 200 * time.Millisecond})
+	b := newBackend(t, process.Config{Isolation: "none", Command: cmd, StopGrace: 200 * time.Millisecond})
 	runBackend(t, b)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -98,13 +104,16 @@ func TestAppNeverReadyTimesOut(t *testing.T) {
 	}
 }
 
+// It follows the app through pids its shell writes down, which a PID
+// namespace would renumber, so it runs unisolated: the group kill it
+// tests is what ends an app there.
 func TestStopKillsTheWholeGroup(t *testing.T) {
 	needPython(t)
 	dir := t.TempDir()
 	childFile := filepath.Join(dir, "child")
 	// The grandchild ignores SIGTERM, so only the group kill ends it.
 	cmd := "(trap '' TERM; exec sleep 1000) & echo $! > " + quote(childFile) + "; " + pyApp("ready")
-	b := newBackend(t, process.Config{Command: cmd, StopGrace: 300 * time.Millisecond})
+	b := newBackend(t, process.Config{Isolation: "none", Command: cmd, StopGrace: 300 * time.Millisecond})
 	runBackend(t, b)
 	id := messages.NewSessionID()
 	inst := start(t, b, provisioner.Spec{SessionID: id})

@@ -51,7 +51,7 @@ func (c readinessClient) awaitStatus(ctx context.Context, done <-chan struct{}, 
 		last = err
 		select {
 		case <-done:
-			return errors.New("the app exited before it was ready")
+			return errExited
 		case <-ctx.Done():
 			if last == nil {
 				last = errors.New("/status did not report listening")
@@ -74,7 +74,7 @@ func (c readinessClient) awaitListening(ctx context.Context, done <-chan struct{
 		}
 		select {
 		case <-done:
-			return errors.New("the app exited before it was listening")
+			return errExited
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
 		case <-time.After(backoff(attempt)):
@@ -82,31 +82,25 @@ func (c readinessClient) awaitListening(ctx context.Context, done <-chan struct{
 	}
 }
 
-// pipeOutput logs each line the app writes, tagged with its session. It
-// uses OS pipes rather than exec's, so that reading ends at EOF, when the
-// last process holding them is gone, and not when the shell is reaped. The
-// returned function closes the parent's write ends and must run after Start.
-func pipeOutput(cmd *exec.Cmd, log *slog.Logger) (func(), error) {
-	outR, outW, err := os.Pipe()
+// pipeOutput logs each line the app writes, tagged with its session, and
+// keeps the last ones. Stdout and stderr share one pipe, so that what is
+// kept is in the order the app wrote it: the error that ended it last. It
+// uses an OS pipe rather than exec's, so that reading ends at EOF, when the
+// last process holding it is gone, and not when the shell is reaped. The
+// returned function closes the parent's write end and must run after Start.
+func pipeOutput(cmd *exec.Cmd, keep *tail, log *slog.Logger) (func(), error) {
+	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	go logLines(outR, "stdout", log)
-	go logLines(errR, "stderr", log)
-	return func() {
-		outW.Close()
-		errW.Close()
-	}, nil
+	cmd.Stdout, cmd.Stderr = w, w
+	keep.readers.Add(1)
+	go logLines(r, keep, log)
+	return func() { w.Close() }, nil
 }
 
-func logLines(r io.ReadCloser, stream string, log *slog.Logger) {
+func logLines(r io.ReadCloser, keep *tail, log *slog.Logger) {
+	defer keep.readers.Done()
 	defer r.Close()
 	br := bufio.NewReaderSize(r, 16<<10)
 	for {
@@ -114,7 +108,8 @@ func logLines(r io.ReadCloser, stream string, log *slog.Logger) {
 		if len(line) > 0 {
 			// A line longer than the buffer is logged in pieces rather than
 			// held in memory without bound.
-			log.Info("app output", "stream", stream, "line", string(trimNewline(line)))
+			log.Info("app output", "line", string(trimNewline(line)))
+			keep.add(line)
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return

@@ -1,0 +1,177 @@
+package process
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// helperName is the argv[0] under which a binary that links this package
+// runs as the app helper instead of its own main. Spawner re-executes
+// itself this way because the steps between entering the namespaces and
+// running the app (mounting /proc, dropping to the session's uid) need
+// code of ours in the new process, and a Go program cannot fork.
+const helperName = "spawner-app-helper"
+
+// prSetNoNewPrivs is PR_SET_NO_NEW_PRIVS, which package syscall lacks.
+const prSetNoNewPrivs = 38
+
+func init() {
+	if len(os.Args) < 2 || os.Args[0] != helperName {
+		return
+	}
+	if err := helperMain(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "spawner app helper:", err)
+		os.Exit(126)
+	}
+	os.Exit(0)
+}
+
+// helperCommand runs the helper in mode with args.
+func helperCommand(exe, mode string, args ...string) *exec.Cmd {
+	cmd := exec.Command(exe, append([]string{mode}, args...)...)
+	cmd.Args[0] = helperName
+	cmd.Env = []string{}
+	return cmd
+}
+
+// helperMain is the helper's whole life. It runs as root in the app's new
+// namespaces ("run", "probe"), or already as the session's uid ("kill").
+func helperMain(args []string) error {
+	switch args[0] {
+	case "probe":
+		return privateProc()
+	case "kill":
+		if len(args) != 2 {
+			return fmt.Errorf("kill: want a uid")
+		}
+		return killAll(args[1])
+	case "run":
+		if len(args) != 6 {
+			return fmt.Errorf("run: want uid gid dir binary script, got %d arguments", len(args)-1)
+		}
+		return runApp(args[1], args[2], args[3], args[4], args[5])
+	default:
+		return fmt.Errorf("unknown mode %q", args[0])
+	}
+}
+
+// privateProc keeps our mounts from reaching the host, then mounts a
+// /proc that shows only this PID namespace: the app sees its own
+// processes, and neither Spawner's nor another session's.
+func privateProc() error {
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	return nil
+}
+
+// killAll becomes uid and sends SIGKILL to -1: that skips the caller and
+// reaches every process it may signal, those of its own uid.
+func killAll(uidArg string) error {
+	uid, err := strconv.ParseUint(uidArg, 10, 32)
+	if err != nil || uid == 0 {
+		return fmt.Errorf("kill: bad uid %q", uidArg)
+	}
+	if err := dropTo(int(uid), int(uid)); err != nil {
+		return err
+	}
+	if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	return nil
+}
+
+// dropTo leaves root for uid and gid, with no supplementary groups.
+func dropTo(uid, gid int) error {
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid: %w", err)
+	}
+	return nil
+}
+
+func runApp(uidArg, gidArg, dir, binary, script string) error {
+	uid, err1 := strconv.ParseUint(uidArg, 10, 32)
+	gid, err2 := strconv.ParseUint(gidArg, 10, 32)
+	if err1 != nil || err2 != nil || uid == 0 {
+		return fmt.Errorf("run: bad uid %q or gid %q", uidArg, gidArg)
+	}
+	// The tmpfs's directories must be searchable by the app whatever
+	// Spawner's umask; the app gets Spawner's umask back.
+	old := syscall.Umask(0o022)
+	var src *os.File
+	if binary != "" {
+		// Opened before any mount, which may hide it from its own path.
+		f, err := os.Open(binary)
+		if err != nil {
+			return fmt.Errorf("open the app's binary: %w", err)
+		}
+		src = f
+	}
+	if err := privateProc(); err != nil {
+		return err
+	}
+	if src != nil {
+		if err := expose(binary, src); err != nil {
+			return err
+		}
+	}
+	syscall.Umask(old)
+	if err := dropTo(int(uid), int(gid)); err != nil {
+		return err
+	}
+	// A change of uid clears the parent-death signal, so set it again: the
+	// shell's trap then ends the app when Spawner dies.
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0); errno != 0 {
+		return fmt.Errorf("parent death signal: %w", errno)
+	}
+	// No setuid program may lift the app back above its uid.
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); errno != 0 {
+		return fmt.Errorf("no new privileges: %w", errno)
+	}
+	if err := os.Chdir(dir); err != nil {
+		return err
+	}
+	return syscall.Exec("/bin/sh", []string{"sh", "-c", script}, os.Environ())
+}
+
+// expose makes binary reachable by an unprivileged uid at its own path,
+// in this mount namespace only. Where a directory on the way is closed to
+// others (a 0700 build or home directory), an empty tmpfs goes over it,
+// holding just the path down to the binary, bound from the open file.
+// The app thus runs the binary without seeing anything else there.
+func expose(binary string, src *os.File) error {
+	defer src.Close()
+	top := hiddenAncestor(binary)
+	if top == "" {
+		return nil
+	}
+	if err := syscall.Mount("tmpfs", top, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0755,size=64k"); err != nil {
+		return fmt.Errorf("cover %s: %w", top, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(binary), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(binary, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	fdPath := "/proc/self/fd/" + strconv.Itoa(int(src.Fd()))
+	if err := syscall.Mount(fdPath, binary, "", syscall.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the app's binary: %w", err)
+	}
+	return nil
+}
