@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/spawnerhq/spawner/messages"
 )
 
 // The proxy status source, with apps that know nothing of Spawner: plain
@@ -99,44 +96,4 @@ func TestProxyStatusSource(t *testing.T) {
 			t.Errorf("the session ended %s after its WebSocket closed, want within %s", took, bound)
 		}
 	})
-}
-
-// An app that dies at start: the caller gets a 502 that says how it
-// exited and what it last printed, and the failed event says the same.
-func TestSpawnFailureSaysWhy(t *testing.T) {
-	cfg := testConfig(t)
-	cfg.Process.Command = `echo "loading the model"; echo "fatal: the model file is missing" >&2; exit 3`
-	h := start(t, cfg)
-	ev := h.watchEvents(t)
-	resp, err := http.Post(h.BaseURL+"/init", "application/json", strings.NewReader(`{"request_id":"dies"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body struct{ Error messages.Error }
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	msg := body.Error.Message
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(msg, "exit status 3") ||
-		!strings.Contains(msg, "fatal: the model file is missing") {
-		t.Fatalf("/init answered %d %q, want a 502 with the exit status and the last output", resp.StatusCode, msg)
-	}
-	var failed []messages.Event
-	eventually(t, 10*time.Second, "the failed event", func() bool {
-		ev.mu.Lock()
-		defer ev.mu.Unlock()
-		failed = failed[:0]
-		for _, e := range ev.all {
-			if e.Type == messages.EventFailed && e.RequestID == "dies" {
-				failed = append(failed, e)
-			}
-		}
-		return len(failed) == 1
-	})
-	id := failed[0].SessionID
-	if n := strings.Count(msg, id); n > 1 {
-		t.Errorf("the message names the session %d times: %q", n, msg)
-	}
-	if !strings.Contains(failed[0].Error, "fatal: the model file is missing") {
-		t.Errorf("the failed event says %q", failed[0].Error)
-	}
 }
