@@ -75,14 +75,14 @@ func (b *Backend) start(ctx context.Context, spec provisioner.Spec) (provisioner
 		return provisioner.Instance{}, fmt.Errorf("container %s has no address on network %s", short(created.ID), b.cfg.Network)
 	}
 	inst := b.instance(id, b.endpoint(id, ip), short(created.ID))
-	if b.cfg.StatusSource == "sidecar" {
+	if b.sources.Sidecar {
 		sc, err := b.startSidecar(ctx, spec, created.ID)
 		if err != nil {
 			return provisioner.Instance{}, err
 		}
 		b.waitExit(waitCtx, RoleSidecar, sc, exited)
 	}
-	if err := b.awaitReady(ctx, inst.StatusURL, exited); err != nil {
+	if err := b.awaitReady(ctx, inst, exited); err != nil {
 		return provisioner.Instance{}, err
 	}
 	return inst, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/client"
 	units "github.com/docker/go-units"
 
+	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 )
 
@@ -79,6 +80,7 @@ type Config struct {
 // Backend runs sessions as Docker containers.
 type Backend struct {
 	cfg      Config
+	sources  messages.StatusSources
 	memory   int64
 	nanoCPUs int64
 	cli      *client.Client
@@ -117,15 +119,12 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("docker backend: route %q: want ip or name", cfg.Route)
 	}
-	switch cfg.StatusSource {
-	case "", "app":
-		cfg.StatusSource = "app"
-	case "sidecar":
-		if cfg.SidecarImage == "" {
-			return nil, errors.New("docker backend: sidecar status source needs a sidecar image")
-		}
-	default:
-		return nil, fmt.Errorf("docker backend: status source %q: want app or sidecar", cfg.StatusSource)
+	sources, err := messages.ParseStatusSources(cfg.StatusSource)
+	if err != nil {
+		return nil, fmt.Errorf("docker backend: %w", err)
+	}
+	if sources.Sidecar && cfg.SidecarImage == "" {
+		return nil, errors.New("docker backend: sidecar status source needs a sidecar image")
 	}
 	memory, err := parseMemory(cfg.Memory)
 	if err != nil {
@@ -142,7 +141,7 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("docker backend: engine client: %w", err)
 	}
 	return &Backend{
-		cfg: cfg, memory: memory, nanoCPUs: int64(cfg.CPUs * 1e9), cli: cli,
+		cfg: cfg, sources: sources, memory: memory, nanoCPUs: int64(cfg.CPUs * 1e9), cli: cli,
 		log: log.With("component", "docker-backend"), http: provisioner.NewStatusChecker(),
 		starting: map[string]bool{}, stopping: map[string]time.Time{},
 	}, nil
@@ -182,12 +181,16 @@ func (b *Backend) endpoint(sessionID, ip string) string {
 func (b *Backend) instance(sessionID, host, handle string) provisioner.Instance {
 	upstream := net.JoinHostPort(host, strconv.Itoa(b.cfg.Port))
 	statusURL := "http://" + upstream + "/status"
-	if b.cfg.StatusSource == "sidecar" {
+	switch {
+	case b.sources.Sidecar:
 		// The sidecar shares the app's network namespace, so it answers on
 		// the app's address.
 		statusURL = "http://" + net.JoinHostPort(host, strconv.Itoa(SidecarPort)) + "/status"
+	case !b.sources.Polled():
+		statusURL = "" // The gateway alone counts the session's activity.
 	}
-	return provisioner.Instance{SessionID: sessionID, Upstream: upstream, StatusURL: statusURL, Handle: handle}
+	return provisioner.Instance{SessionID: sessionID, Upstream: upstream, StatusURL: statusURL, Handle: handle,
+		ProxyActivity: b.sources.Proxy}
 }
 
 func (b *Backend) setStarting(id string, on bool) {

@@ -73,10 +73,11 @@ func TestContainerSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := provisioner.Spec{SessionID: "abc", URL: "http://127.0.0.1:8080/p/abc/",
+	spec := provisioner.Spec{SessionID: "abc", URL: "http://127.0.0.1:8080/p/abc/", BasePath: "/p/abc/",
 		Env: map[string]string{"B": "2", "A": "1"}, Labels: map[string]string{"team": "blue"}}
 	c := b.appConfig(spec)
-	want := []string{"A=1", "B=2", "PORT=8080", "SPAWNER_SESSION_ID=abc", "SPAWNER_SESSION_URL=http://127.0.0.1:8080/p/abc/"}
+	want := []string{"A=1", "B=2", "PORT=8080", "SPAWNER_SESSION_ID=abc", "SPAWNER_SESSION_URL=http://127.0.0.1:8080/p/abc/",
+		"SPAWNER_BASE_PATH=/p/abc/"}
 	if !slices.Equal(c.Env, want) {
 		t.Errorf("env %v, want %v (sorted user env, then Spawner's, no HOST)", c.Env, want)
 	}

@@ -2,14 +2,18 @@ package docker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/spawnerhq/spawner/provisioner"
 )
 
 // exitEvent is a container of a starting session that stopped running.
@@ -38,12 +42,25 @@ func backoff(attempt int) time.Duration {
 	return min(5*time.Millisecond<<min(attempt, 5), 100*time.Millisecond)
 }
 
-// awaitReady polls statusURL until it says listening, a container exits,
-// or ctx ends.
-func (b *Backend) awaitReady(ctx context.Context, statusURL string, exited <-chan exitEvent) error {
+// awaitReady polls the instance's /status until it says listening, or,
+// with no /status to poll, its port until it accepts connections; until a
+// container exits, or ctx ends.
+func (b *Backend) awaitReady(ctx context.Context, inst provisioner.Instance, exited <-chan exitEvent) error {
+	statusURL := inst.StatusURL
 	var last error
+	var dialer net.Dialer
 	for attempt := 0; ; attempt++ {
-		ok, err := b.http.Listening(ctx, statusURL)
+		var ok bool
+		var err error
+		if statusURL == "" {
+			var conn net.Conn
+			if conn, err = dialer.DialContext(ctx, "tcp", inst.Upstream); err == nil {
+				ok = true
+				_ = conn.Close()
+			}
+		} else {
+			ok, err = b.http.Listening(ctx, statusURL)
+		}
 		if ok {
 			return nil
 		}
@@ -53,7 +70,7 @@ func (b *Backend) awaitReady(ctx context.Context, statusURL string, exited <-cha
 			return b.exitError(ctx, e)
 		case <-ctx.Done():
 			if last == nil {
-				last = fmt.Errorf("%s did not report listening", statusURL)
+				last = fmt.Errorf("%s did not report listening", cmp.Or(statusURL, inst.Upstream))
 			}
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-time.After(backoff(attempt)):

@@ -84,6 +84,7 @@ const (
 // Backend runs sessions as pods.
 type Backend struct {
 	cfg      Config
+	sources  messages.StatusSources
 	client   kubernetes.Interface
 	log      *slog.Logger
 	template *corev1.Pod
@@ -140,8 +141,9 @@ func NewWithClient(cfg Config, client kubernetes.Interface, log *slog.Logger) (*
 	if cfg.Image == "" && templateImage(tmpl) == "" {
 		return nil, errors.New("kubernetes backend: set SPAWNER_APPLICATION_IMAGE or give the app container an image in the pod template")
 	}
+	sources, _ := messages.ParseStatusSources(cfg.StatusSource) // checkConfig checked it
 	b := &Backend{
-		cfg: cfg, client: client, log: log.With("component", "kube-backend"), template: tmpl, defaults: d,
+		cfg: cfg, sources: sources, client: client, log: log.With("component", "kube-backend"), template: tmpl, defaults: d,
 		status: provisioner.NewStatusChecker(), synced: make(chan struct{}),
 		waiters: map[string]chan struct{}{}, stopping: map[string]time.Time{},
 		absent: map[string]bool{}, reported: map[string]bool{},
@@ -195,10 +197,11 @@ func checkConfig(cfg Config) (Config, defaults, error) {
 	default:
 		return cfg, d, fmt.Errorf("kubernetes backend: route %q: want %s or %s", cfg.Route, RouteService, RoutePodIP)
 	}
-	switch cfg.StatusSource {
-	case "", "app":
-		cfg.StatusSource = "app"
-	case "sidecar":
+	sources, err := messages.ParseStatusSources(cfg.StatusSource)
+	if err != nil {
+		return cfg, d, fmt.Errorf("kubernetes backend: %w", err)
+	}
+	if sources.Sidecar {
 		if cfg.SidecarImage == "" {
 			return cfg, d, errors.New("kubernetes backend: the sidecar status source needs SPAWNER_SIDECAR_IMAGE")
 		}
@@ -208,8 +211,6 @@ func checkConfig(cfg Config) (Config, defaults, error) {
 		if cfg.SidecarPort < 1 || cfg.SidecarPort > 65535 || cfg.SidecarPort == cfg.Port {
 			return cfg, d, fmt.Errorf("kubernetes backend: sidecar port %d: want 1-65535, not the app port", cfg.SidecarPort)
 		}
-	default:
-		return cfg, d, fmt.Errorf("kubernetes backend: status source %q: want app or sidecar", cfg.StatusSource)
 	}
 	if cfg.RunAsUser < 0 {
 		return cfg, d, fmt.Errorf("kubernetes backend: run-as user %d is negative", cfg.RunAsUser)
@@ -370,11 +371,14 @@ func (b *Backend) instance(pod *corev1.Pod) provisioner.Instance {
 	port := containerPort(pod, appContainer, portName, b.cfg.Port)
 	upstream := net.JoinHostPort(host, strconv.Itoa(port))
 	statusURL := "http://" + upstream + "/status"
-	if hasSidecar(pod) {
+	switch {
+	case hasSidecar(pod):
 		statusURL = "http://" + net.JoinHostPort(host, strconv.Itoa(containerPort(pod, sidecarContainer, statusPortName, b.cfg.SidecarPort))) + "/status"
+	case !b.sources.Polled():
+		statusURL = "" // The gateway alone counts the session's activity.
 	}
 	return provisioner.Instance{SessionID: id, Upstream: upstream, StatusURL: statusURL,
-		Handle: "pod/" + pod.Namespace + "/" + pod.Name}
+		Handle: "pod/" + pod.Namespace + "/" + pod.Name, ProxyActivity: b.sources.Proxy}
 }
 
 func ignoreNotFound(err error) error {

@@ -147,7 +147,7 @@ func (b *Backend) podFor(spec provisioner.Spec) *corev1.Pod {
 		"SPAWNER_BASE_PATH":   spec.BasePathOrRoot(),
 	})
 	app.Resources = withDefaults(app.Resources, b.defaults.requests, b.defaults.limits)
-	if b.cfg.StatusSource == "sidecar" {
+	if b.sources.Sidecar {
 		ps.InitContainers = slices.DeleteFunc(ps.InitContainers, func(c corev1.Container) bool { return c.Name == sidecarContainer })
 		ps.InitContainers = append(ps.InitContainers, b.sidecar())
 	}

@@ -144,7 +144,7 @@ func TestPodForMergesTemplateUnderSpawnerSettings(t *testing.T) {
 		}
 		env[e.Name] = e.Value
 	}
-	for k, v := range map[string]string{"PORT": "8080", "SPAWNER_SESSION_ID": id, "SPAWNER_SESSION_URL": "https://spawner.example/p/" + id + "/",
+	for k, v := range map[string]string{"PORT": "8080", "SPAWNER_SESSION_ID": id, "SPAWNER_SESSION_URL": "https://spawner.example/p/" + id + "/", "SPAWNER_BASE_PATH": "/",
 		"FOO": "from-user", "TOKEN": "t", "MODEL": "small"} {
 		if env[k] != v {
 			t.Errorf("env %s = %q, want %q", k, env[k], v)

@@ -47,6 +47,10 @@ func (b *Backend) awaitReady(ctx context.Context, created *corev1.Pod, notify <-
 			return provisioner.Instance{}, fmt.Errorf("pod %s was deleted before it was ready", name)
 		}
 		var retry <-chan time.Time
+		if ready && inst.StatusURL == "" {
+			// No /status to ask: the pod's own readiness is the word.
+			return inst, nil
+		}
 		if ready {
 			ok, err := b.status.Listening(ctx, inst.StatusURL)
 			if ok {
