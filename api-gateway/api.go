@@ -166,15 +166,18 @@ func (g *Gateway) view(s messages.Session) SessionView {
 	return v
 }
 
+// handleList answers from the registry cache: a scan of the bucket per
+// request cost in proportion to every session, and the dashboard asks
+// after each event.
 func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
-	entries, err := g.reg.List(r.Context())
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
+	sessions, synced := g.cache.List()
+	if !synced {
+		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "session registry not loaded yet"))
 		return
 	}
-	out := make([]SessionView, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, g.view(e.Session))
+	out := make([]SessionView, 0, len(sessions))
+	for _, s := range sessions {
+		out = append(out, g.view(s))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "count": len(out)})
@@ -182,16 +185,22 @@ func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) handleGet(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	entry, err := g.reg.Get(r.Context(), id)
-	if errors.Is(err, registry.ErrNotFound) {
-		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
-		return
+	s, ok := g.cache.Get(id)
+	if !ok {
+		// The reply to /init can reach a client before the watch reaches
+		// the cache; one registry read closes that gap.
+		entry, err := g.reg.Get(r.Context(), id)
+		if errors.Is(err, registry.ErrNotFound) {
+			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
+			return
+		}
+		s = entry.Session
 	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
-		return
-	}
-	writeJSON(w, http.StatusOK, g.view(entry.Session))
+	writeJSON(w, http.StatusOK, g.view(s))
 }
 
 func (g *Gateway) handleDelete(w http.ResponseWriter, r *http.Request) {

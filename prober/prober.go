@@ -28,12 +28,13 @@ type Config struct {
 	Metrics *metrics.Metrics `ignored:"true"`
 }
 
-// Prober keeps its targets from a registry watch and probes them.
+// Prober keeps its targets from a registry cache and probes them.
 type Prober struct {
 	cfg  Config
 	nc   *nats.Conn
-	reg  *registry.Registry
-	log  *slog.Logger
+	// cache is the registry's copy the targets follow.
+	cache *registry.Cache
+	log   *slog.Logger
 	now  func() time.Time
 	subj messages.Subjects
 
@@ -78,16 +79,19 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 		return nil, fmt.Errorf("probe interval and timeout must be positive")
 	}
 	cfg.Concurrency = max(cfg.Concurrency, 1)
-	return &Prober{
-		cfg: cfg, nc: nc, reg: reg, now: now, subj: subj, log: log.With("component", "prober"),
+	p := &Prober{
+		cfg: cfg, nc: nc, now: now, subj: subj, log: log.With("component", "prober"),
 		targets: map[string]*target{},
-	}, nil
+	}
+	p.cache = registry.NewCache(reg, nc, p.log)
+	p.cache.OnChange(p.applyChange)
+	return p, nil
 }
 
 // Run probes until ctx is done and returns nil then.
 func (p *Prober) Run(ctx context.Context) error {
 	watchErr := make(chan error, 1)
-	go func() { watchErr <- p.watch(ctx) }()
+	go func() { watchErr <- p.cache.Run(ctx) }()
 	slots := p.slots()
 	t := time.NewTicker(p.cfg.Interval / time.Duration(slots))
 	defer t.Stop()
@@ -133,42 +137,29 @@ func (p *Prober) due(slot int) map[string]*statusClient {
 	return out
 }
 
-func (p *Prober) watch(ctx context.Context) error {
-	for {
-		err := p.reg.Watch(ctx, func(c registry.Change) {
-			if c.Synced {
-				return
-			}
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			if c.Deleted || c.Session.Status != messages.StatusReady || c.Session.StatusURL == "" {
-				if t, ok := p.targets[c.ID]; ok {
-					t.client.close()
-					delete(p.targets, c.ID)
-				}
-				return
-			}
-			if t, ok := p.targets[c.ID]; ok {
-				if t.statusURL != c.Session.StatusURL {
-					t.client.close()
-					t.statusURL, t.client = c.Session.StatusURL, newStatusClient(c.Session.StatusURL, p.cfg)
-				}
-				return
-			}
-			p.targets[c.ID] = &target{statusURL: c.Session.StatusURL, client: newStatusClient(c.Session.StatusURL, p.cfg),
-				slot: p.slotOf(c.ID)}
-		})
-		if ctx.Err() != nil {
-			return nil
-		}
-		// A watch ends when NATS goes away; start over once it is back.
-		p.log.Warn("registry watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+// applyChange keeps one target per ready session with a status URL.
+func (p *Prober) applyChange(c registry.Change) {
+	if c.Synced {
+		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.Deleted || c.Session.Status != messages.StatusReady || c.Session.StatusURL == "" {
+		if t, ok := p.targets[c.ID]; ok {
+			t.client.close()
+			delete(p.targets, c.ID)
+		}
+		return
+	}
+	if t, ok := p.targets[c.ID]; ok {
+		if t.statusURL != c.Session.StatusURL {
+			t.client.close()
+			t.statusURL, t.client = c.Session.StatusURL, newStatusClient(c.Session.StatusURL, p.cfg)
+		}
+		return
+	}
+	p.targets[c.ID] = &target{statusURL: c.Session.StatusURL, client: newStatusClient(c.Session.StatusURL, p.cfg),
+		slot: p.slotOf(c.ID)}
 }
 
 func (p *Prober) probe(ctx context.Context, id string, client *statusClient) {
