@@ -80,6 +80,8 @@ type Provisioner struct {
 	pool        []string
 	poolFilling int
 	refill      chan struct{}
+	// work serialises the operations on each session (workqueue.go).
+	work *workQueue
 }
 
 // New builds a provisioner; Run starts it.
@@ -108,10 +110,11 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if routing == messages.RoutingSubdomain && cfg.SessionDomain == "" {
 		return nil, errors.New("SPAWNER_ROUTING=subdomain needs SPAWNER_SESSION_DOMAIN")
 	}
+	log = log.With("component", "provisioner")
 	return &Provisioner{
-		routing: routing,
-		cfg:     cfg, nc: nc, reg: reg, backend: backend, subj: subj,
-		log: log.With("component", "provisioner"), now: time.Now,
+		routing: routing, work: newWorkQueue(log),
+		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
+		log: log, now: time.Now,
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
 	}, nil
 }
@@ -153,6 +156,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	// Requests carry no deadline of their own; work outlives ctx so that a
 	// spawn in flight at shutdown ends in ready or rolled back, never half.
 	work := context.WithoutCancel(ctx)
+	p.work.start(work, 8)
 	var wg sync.WaitGroup
 	for range p.cfg.Concurrency {
 		wg.Go(func() {
@@ -175,9 +179,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 				return
 			case e := <-exits:
 				p.log.Info("instance ended", "session_id", e.SessionID, "reason", e.Reason, "detail", e.Detail)
-				if _, err := p.Stop(work, e.SessionID, e.Reason, e.Detail); err != nil {
-					p.log.Error("stop ended instance", "session_id", e.SessionID, "err", err)
-				}
+				p.queueStop(e.SessionID, e.Reason, e.Detail)
 			}
 		}
 	})
@@ -196,6 +198,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	close(spawns)
 	close(stops)
 	wg.Wait()
+	p.work.close()
 	if p.cfg.StopOnShutdown {
 		p.stopOwned(work)
 	}
