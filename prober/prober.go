@@ -30,13 +30,13 @@ type Config struct {
 
 // Prober keeps its targets from a registry cache and probes them.
 type Prober struct {
-	cfg  Config
-	nc   *nats.Conn
+	cfg Config
+	nc  *nats.Conn
 	// cache is the registry's copy the targets follow.
 	cache *registry.Cache
 	log   *slog.Logger
-	now  func() time.Time
-	subj messages.Subjects
+	now   func() time.Time
+	subj  messages.Subjects
 
 	mu      sync.Mutex
 	targets map[string]*target
