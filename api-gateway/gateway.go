@@ -48,12 +48,11 @@ type Config struct {
 
 // Gateway serves the API and the proxy.
 type Gateway struct {
-	cfg  Config
-	nc   *nats.Conn
-	reg  *registry.Registry
-	log  *slog.Logger
-	subj messages.Subjects
-	// cache is the registry's copy that the API and the route table read.
+	cfg    Config
+	nc     *nats.Conn
+	reg    *registry.Registry
+	log    *slog.Logger
+	subj   messages.Subjects
 	cache  *registry.Cache
 	routes *routeTable
 	beats  *heartbeatCache
