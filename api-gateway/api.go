@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"sort"
 	"sync"
 	"time"
 
@@ -169,18 +168,12 @@ func (g *Gateway) view(s messages.Session) SessionView {
 // handleList answers from the registry cache: a scan of the bucket per
 // request cost in proportion to every session, and the dashboard asks
 // after each event.
-func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
-	sessions, synced := g.cache.List()
-	if !synced {
+func (g *Gateway) handleList(w http.ResponseWriter, _ *http.Request) {
+	if !g.cache.IsSynced() {
 		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "session registry not loaded yet"))
 		return
 	}
-	out := make([]SessionView, 0, len(sessions))
-	for _, s := range sessions {
-		out = append(out, g.view(s))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "count": len(out)})
+	g.writeSessionList(w)
 }
 
 func (g *Gateway) handleGet(w http.ResponseWriter, r *http.Request) {

@@ -54,6 +54,7 @@ type Gateway struct {
 	log    *slog.Logger
 	subj   messages.Subjects
 	cache  *registry.Cache
+	list   *sessionList
 	routes *routeTable
 	beats  *heartbeatCache
 	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
@@ -80,7 +81,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 		cfg.EventsKeepalive = 15 * time.Second
 	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
-		routes: newRouteTable(), beats: newHeartbeatCache(), closing: make(chan struct{})}
+		routes: newRouteTable(), beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
 	g.cache = registry.NewCache(reg, nc, g.log)
 	g.cache.OnChange(g.applyChange)
@@ -194,8 +195,9 @@ func (g *Gateway) feed(ctx context.Context) {
 	_ = g.cache.Run(ctx)
 }
 
-// applyChange follows the registry into the route table.
+// applyChange follows the registry into the route table and the list.
 func (g *Gateway) applyChange(c registry.Change) {
+	g.list.apply(c)
 	switch {
 	case c.Synced:
 	case c.Deleted:
