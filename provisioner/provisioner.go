@@ -94,14 +94,15 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 		host, _ := os.Hostname()
 		cfg.Name = host
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 1
+	// The defaults live in the tags; zero here is a mistake to report.
+	if cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("SPAWNER_SPAWN_CONCURRENCY must be at least 1, got %d", cfg.Concurrency)
 	}
 	if cfg.SpawnTimeout <= 0 {
 		return nil, fmt.Errorf("spawn timeout must be positive, got %s", cfg.SpawnTimeout)
 	}
 	if cfg.Reconcile <= 0 {
-		cfg.Reconcile = 30 * time.Second
+		return nil, fmt.Errorf("SPAWNER_RECONCILE_INTERVAL must be positive, got %s", cfg.Reconcile)
 	}
 	routing, err := messages.ParseRouting(cfg.Routing)
 	if err != nil {

@@ -56,13 +56,12 @@ func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Regist
 	if err != nil {
 		return nil, err
 	}
-	if cfg.StopTimeout <= 0 {
-		cfg.StopTimeout = 30 * time.Second
+	// The defaults live in the tags; a setting that is not positive is a
+	// mistake to report, not to replace with a second default.
+	if cfg.StopTimeout <= 0 || cfg.Sweep <= 0 || cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("reaper: SPAWNER_STOP_TIMEOUT (%s), SPAWNER_LIFETIME_SWEEP (%s) and SPAWNER_REAP_CONCURRENCY (%d) must be positive",
+			cfg.StopTimeout, cfg.Sweep, cfg.Concurrency)
 	}
-	if cfg.Sweep <= 0 {
-		cfg.Sweep = 15 * time.Second
-	}
-	cfg.Concurrency = max(cfg.Concurrency, 1)
 	r := &Reaper{cfg: cfg, js: js, nc: nc, reg: reg, now: now, subj: subj,
 		log: log.With("component", "reaper"), stopping: map[string]bool{}}
 	r.cache = registry.NewCache(reg, nc, r.log)

@@ -360,3 +360,19 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 }
 
 func testLogger(t *testing.T) *slog.Logger { return testlog.New(t) }
+
+// TestNewRejectsNonPositiveSettings: the defaults live in the tags, so New
+// reports a zero setting instead of quietly using a second default.
+func TestNewRejectsNonPositiveSettings(t *testing.T) {
+	for _, mutate := range []func(*reaper.Config){
+		func(c *reaper.Config) { c.StopTimeout = 0 },
+		func(c *reaper.Config) { c.Sweep = 0 },
+		func(c *reaper.Config) { c.Concurrency = 0 },
+	} {
+		cfg := defaultConfig()
+		mutate(&cfg)
+		if _, err := reaper.New(cfg, nil, nil, nil, time.Now, slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("New accepted %+v", cfg)
+		}
+	}
+}
