@@ -75,10 +75,10 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Interval <= 0 || cfg.Timeout <= 0 {
-		return nil, fmt.Errorf("probe interval and timeout must be positive")
+	// The defaults live in the tags; a zero here is a mistake to report.
+	if cfg.Interval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("probe interval, timeout and concurrency must be positive")
 	}
-	cfg.Concurrency = max(cfg.Concurrency, 1)
 	p := &Prober{
 		cfg: cfg, nc: nc, now: now, subj: subj, log: log.With("component", "prober"),
 		targets: map[string]*target{},
