@@ -95,10 +95,9 @@ func RegistryAge(ctx context.Context, env *Env) (Section, error) {
 		Met:     Met(agedEntries <= uint64(live+100) && settled <= 2*time.Minute),
 	})
 
-	rounds := pick(env, 9, 3)
-	transient := medianSync(ctx, aged.reg, rounds)
-	transientBase := medianSync(ctx, fresh.reg, rounds)
-	beforeUpgrade := medianSync(ctx, legacy.reg, rounds)
+	rounds := pick(env, 15, 5)
+	early := medianSyncs(ctx, rounds, fresh.reg, aged.reg, legacy.reg)
+	transientBase, transient, beforeUpgrade := early[0], early[1], early[2]
 	upgradeStart := time.Now()
 	if _, err := b.ensure(ctx, legacy.prefix); err != nil {
 		return sec, fmt.Errorf("upgrade the older bucket: %w", err)
@@ -115,9 +114,8 @@ func RegistryAge(ctx context.Context, env *Env) (Section, error) {
 	case <-time.After(storeSync):
 	}
 
-	base := medianSync(ctx, fresh.reg, rounds)
-	agedSync := medianSync(ctx, aged.reg, rounds)
-	upgradedSync := medianSync(ctx, legacy.reg, rounds)
+	late := medianSyncs(ctx, rounds, fresh.reg, aged.reg, legacy.reg)
+	base, agedSync, upgradedSync := late[0], late[1], late[2]
 	syncRow := func(metric string, d time.Duration) Row {
 		r := float64(d) / float64(max(base, 1))
 		return Row{Metric: metric, Spawner: Ms(d), Peer: Ms(base) + " (new bucket, same live sessions)",
@@ -134,8 +132,9 @@ func RegistryAge(ctx context.Context, env *Env) (Section, error) {
 			"the upgrade (marker TTL on, its %d old markers dropped) took %s and left %d entries.",
 			legacyEntries, Ms(beforeUpgrade), legacyEntries-uint64(live), upgradeTook.Round(time.Millisecond), upgradedEntries),
 		fmt.Sprintf("Markers expire after bus.MarkerTTL (%s); ended sessions are created, set ready and purged through the "+
-			"production registry, %d writers at once. Watches were timed %s after the markers expired, once the "+
-			"server's file store had compacted; the last row is the same watch before that.", bus.MarkerTTL, writers, storeSync))
+			"production registry, %d writers at once. Watches were timed %s after the last removal, once the "+
+			"server's file store had compacted, taking turns with the new bucket round by round; the fourth row is "+
+			"the same watch a minute after the ends, before that.", bus.MarkerTTL, writers, storeSync))
 
 	list, scan, err := b.listSessions(ctx, aged, pick(env, 200, 20))
 	if err != nil {
@@ -224,24 +223,37 @@ func (b *registryBench) awaitEntries(ctx context.Context, prefix string, want ui
 	}
 }
 
-// medianSync times a new registry cache from start to synced.
-func medianSync(ctx context.Context, reg *registry.Registry, rounds int) time.Duration {
-	var d Durations
+// medianSyncs times a new registry cache from start to synced on each
+// registry, taking turns round by round so that the machine's other work
+// falls on all of them alike, and returns the medians.
+func medianSyncs(ctx context.Context, rounds int, regs ...*registry.Registry) []time.Duration {
+	samples := make([]Durations, len(regs))
 	for range rounds {
-		c := registry.NewCache(reg, nil, slog.New(slog.DiscardHandler))
-		runCtx, cancel := context.WithCancel(ctx)
-		start := time.Now()
-		done := make(chan struct{})
-		go func() { defer close(done); _ = c.Run(runCtx) }()
-		select {
-		case <-c.Synced():
-			d = append(d, time.Since(start))
-		case <-ctx.Done():
+		for i, reg := range regs {
+			samples[i] = append(samples[i], syncTime(ctx, reg))
 		}
-		cancel()
-		<-done
 	}
-	return d.Percentile(50)
+	out := make([]time.Duration, len(regs))
+	for i, d := range samples {
+		out[i] = d.Percentile(50)
+	}
+	return out
+}
+
+func syncTime(ctx context.Context, reg *registry.Registry) time.Duration {
+	c := registry.NewCache(reg, nil, slog.New(slog.DiscardHandler))
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-c.Synced():
+		return time.Since(start)
+	case <-ctx.Done():
+		return 0
+	}
 }
 
 // listSessions serves the bucket through a real gateway, with a heartbeat
