@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -167,13 +168,24 @@ func (g *Gateway) view(s messages.Session) SessionView {
 
 // handleList answers from the registry cache: a scan of the bucket per
 // request cost in proportion to every session, and the dashboard asks
-// after each event.
-func (g *Gateway) handleList(w http.ResponseWriter, _ *http.Request) {
-	if !g.cache.IsSynced() {
-		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "session registry not loaded yet"))
+// after each event. Until the cache has synced (at start, after a NATS
+// outage, or for a Handler embedded without Serve) it scans as before.
+func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
+	if g.cache.IsSynced() {
+		g.writeSessionList(w)
 		return
 	}
-	g.writeSessionList(w)
+	entries, err := g.reg.List(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
+		return
+	}
+	out := make([]SessionView, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, g.view(e.Session))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out, "count": len(out)})
 }
 
 func (g *Gateway) handleGet(w http.ResponseWriter, r *http.Request) {
