@@ -1,6 +1,8 @@
 // Package registry keeps session records in a JetStream key-value bucket.
 // The bucket is the truth about every session; the proxy's routes, the
-// prober's targets and the reaper's view are caches rebuilt from Watch.
+// API's list, the prober's targets and the reaper's view are copies kept
+// by a Cache. The bucket's size follows the live sessions: a purge's
+// marker expires with the bucket's marker TTL (bus.Ensure sets it).
 package registry
 
 import (
