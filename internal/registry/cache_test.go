@@ -2,7 +2,6 @@ package registry_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -40,8 +39,21 @@ func newRestartable(t *testing.T) *restartable {
 	r := &restartable{t: t, dir: t.TempDir(), listen: listen}
 	r.start()
 	t.Cleanup(func() { r.srv.Shutdown() })
+	cfg, nc, js := connect(t, listen)
+	kv, err := bus.Ensure(testContext(t), js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reg, r.nc = registry.New(kv), nc
+	return r
+}
+
+// connect joins the server at listen with a connection that rejoins it
+// by itself after a restart, as the components' connections do.
+func connect(t *testing.T, listen string) (bus.Config, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	cfg := bus.Config{URL: "nats://" + listen, Prefix: messages.DefaultPrefix, Replicas: 1}
-	nc, err := bus.Connect(cfg, "test", nil, slog.New(slog.DiscardHandler))
+	nc, err := bus.Connect(cfg, t.Name(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +62,7 @@ func newRestartable(t *testing.T) *restartable {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := bus.Ensure(testContext(t), js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.reg, r.nc = registry.New(kv), nc
-	return r
+	return cfg, nc, js
 }
 
 func (r *restartable) start() {
@@ -241,16 +248,7 @@ func TestCacheResetAfterNATSRestart(t *testing.T) {
 
 func otherRegistry(t *testing.T, listen string) (*registry.Registry, jetstream.Stream) {
 	t.Helper()
-	cfg := bus.Config{URL: "nats://" + listen, Prefix: messages.DefaultPrefix, Replicas: 1}
-	nc, err := bus.Connect(cfg, fmt.Sprintf("other-%s", t.Name()), nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := connect(t, listen)
 	kv, err := js.KeyValue(testContext(t), "spawner_sessions")
 	if err != nil {
 		t.Fatal(err)
