@@ -88,7 +88,7 @@ func RegistryAge(ctx context.Context, env *Env) (Section, error) {
 		return sec, err
 	}
 	sec.Rows = append(sec.Rows, Row{
-		Metric:  fmt.Sprintf("bucket entries %s after %d sessions ended, %d live", "2 min", ended, live),
+		Metric:  fmt.Sprintf("bucket entries after %d sessions ended, %d live", ended, live),
 		Spawner: fmt.Sprintf("%d (reached %s after the last end)", agedEntries, settled.Round(time.Second)),
 		Peer:    fmt.Sprintf("%d (older bucket, no marker TTL)", legacyEntries),
 		Goal:    "≤ live + 100 within 2 min",
