@@ -19,7 +19,9 @@ const MarkerTTL = time.Minute
 // sessionBucket creates the session bucket, or upgrades one made by an
 // older version: that bucket had no marker TTLs, so every purge it ever
 // took left a marker for good. Those are dropped once, here, before the
-// bucket gains TTLs, so a failed drop is retried at the next start.
+// bucket gains TTLs, so a failed drop is retried at the next start. On a
+// server without marker TTLs (before NATS 2.11) they are dropped at every
+// start instead.
 func sessionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.LimitMarkerTTL = MarkerTTL
 	old, err := js.KeyValue(ctx, cfg.Bucket)
@@ -37,7 +39,14 @@ func sessionBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Ke
 			}
 		}
 	}
-	return js.CreateOrUpdateKeyValue(ctx, cfg)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		// NATS 2.10 has no marker TTLs. The bucket then keeps its markers
+		// until the next start, which drops them as for an old bucket.
+		cfg.LimitMarkerTTL = 0
+		return js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	return kv, err
 }
 
 // dropMarkers removes every delete and purge marker of kv. Each subject is
