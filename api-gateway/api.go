@@ -176,7 +176,15 @@ func (g *Gateway) view(s messages.Session) SessionView {
 	return v
 }
 
+// handleList answers from the registry cache: a scan of the bucket per
+// request cost in proportion to every session, and the dashboard asks
+// after each event. Until the cache has synced (at start, after a NATS
+// outage, or for a Handler embedded without Serve) it scans as before.
 func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
+	if g.cache.IsSynced() {
+		g.writeSessionList(w)
+		return
+	}
 	entries, err := g.reg.List(r.Context())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
@@ -192,16 +200,22 @@ func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) handleGet(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	entry, err := g.reg.Get(r.Context(), id)
-	if errors.Is(err, registry.ErrNotFound) {
-		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
-		return
+	s, ok := g.cache.Get(id)
+	if !ok {
+		// The reply to /init can reach a client before the watch reaches
+		// the cache; one registry read closes that gap.
+		entry, err := g.reg.Get(r.Context(), id)
+		if errors.Is(err, registry.ErrNotFound) {
+			writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
+			return
+		}
+		s = entry.Session
 	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
-		return
-	}
-	writeJSON(w, http.StatusOK, g.view(entry.Session))
+	writeJSON(w, http.StatusOK, g.view(s))
 }
 
 func (g *Gateway) handleDelete(w http.ResponseWriter, r *http.Request) {

@@ -75,12 +75,13 @@ type Gateway struct {
 	reg    *registry.Registry
 	log    *slog.Logger
 	subj   messages.Subjects
+	cache  *registry.Cache
+	list   *sessionList
 	routes *routeTable
 	router router
 	// name tells this replica's activity reports from other replicas'.
-	name   string
-	beats  *heartbeatCache
-	synced atomic.Bool
+	name  string
+	beats *heartbeatCache
 	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
 	provisionerSeen atomic.Int64
 	proxy           *proxy
@@ -126,8 +127,10 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
-		beats: newHeartbeatCache(), closing: make(chan struct{})}
+		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
+	g.cache = registry.NewCache(reg, nc, g.log)
+	g.cache.OnChange(g.applyChange)
 	return g, nil
 }
 
@@ -253,7 +256,8 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// feed keeps the route table and heartbeat cache current until ctx ends.
+// feed keeps the registry cache, and with it the route table, and the
+// heartbeat cache current until ctx ends.
 func (g *Gateway) feed(ctx context.Context) {
 	sub, err := g.nc.Subscribe(g.subj.Heartbeats(), g.beats.record)
 	if err != nil {
@@ -261,29 +265,19 @@ func (g *Gateway) feed(ctx context.Context) {
 	} else {
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	for {
-		err := g.reg.Watch(ctx, func(c registry.Change) {
-			if c.Synced {
-				g.synced.Store(true)
-				return
-			}
-			if c.Deleted {
-				g.routes.remove(c.ID)
-				g.beats.forget(c.ID)
-				return
-			}
-			g.routes.apply(c.Session)
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		g.synced.Store(false)
-		g.log.Warn("registry watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
+	_ = g.cache.Run(ctx)
+}
+
+// applyChange follows the registry into the route table and the list.
+func (g *Gateway) applyChange(c registry.Change) {
+	g.list.apply(c)
+	switch {
+	case c.Synced:
+	case c.Deleted:
+		g.routes.remove(c.ID)
+		g.beats.forget(c.ID)
+	default:
+		g.routes.apply(c.Session)
 	}
 }
 
@@ -291,7 +285,7 @@ func (g *Gateway) handleReady(w http.ResponseWriter, _ *http.Request) {
 	switch {
 	case !g.nc.IsConnected():
 		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "not connected to NATS"))
-	case !g.synced.Load():
+	case !g.cache.IsSynced():
 		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "session registry not loaded yet"))
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -28,14 +28,15 @@ type Config struct {
 	Metrics *metrics.Metrics `ignored:"true"`
 }
 
-// Prober keeps its targets from a registry watch and probes them.
+// Prober keeps its targets from a registry cache and probes them.
 type Prober struct {
-	cfg  Config
-	nc   *nats.Conn
-	reg  *registry.Registry
-	log  *slog.Logger
-	now  func() time.Time
-	subj messages.Subjects
+	cfg Config
+	nc  *nats.Conn
+	// cache is the registry's copy the targets follow.
+	cache *registry.Cache
+	log   *slog.Logger
+	now   func() time.Time
+	subj  messages.Subjects
 
 	mu      sync.Mutex
 	targets map[string]*target
@@ -83,14 +84,17 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Interval <= 0 || cfg.Timeout <= 0 {
-		return nil, fmt.Errorf("probe interval and timeout must be positive")
+	// The defaults live in the tags; a zero here is a mistake to report.
+	if cfg.Interval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("probe interval, timeout and concurrency must be positive")
 	}
-	cfg.Concurrency = max(cfg.Concurrency, 1)
-	return &Prober{
-		cfg: cfg, nc: nc, reg: reg, now: now, subj: subj, log: log.With("component", "prober"),
+	p := &Prober{
+		cfg: cfg, nc: nc, now: now, subj: subj, log: log.With("component", "prober"),
 		targets: map[string]*target{}, activity: newActivityBook(cfg.Interval), started: now(),
-	}, nil
+	}
+	p.cache = registry.NewCache(reg, nc, p.log)
+	p.cache.OnChange(p.applyChange)
+	return p, nil
 }
 
 // Run probes until ctx is done and returns nil then.
@@ -101,7 +105,7 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 	defer func() { _ = actSub.Unsubscribe() }()
 	watchErr := make(chan error, 1)
-	go func() { watchErr <- p.watch(ctx) }()
+	go func() { watchErr <- p.cache.Run(ctx) }()
 	slots := p.slots()
 	t := time.NewTicker(p.cfg.Interval / time.Duration(slots))
 	defer t.Stop()
@@ -158,52 +162,40 @@ func (p *Prober) probes(id string) bool {
 	return ok && t.proxy
 }
 
-func (p *Prober) watch(ctx context.Context) error {
-	for {
-		err := p.reg.Watch(ctx, func(c registry.Change) {
-			if c.Synced {
-				return
-			}
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			s := c.Session
-			if c.Deleted || s.Status != messages.StatusReady || (s.StatusURL == "" && !s.ProxyActivity) {
-				if t, ok := p.targets[c.ID]; ok {
-					t.client.close()
-					delete(p.targets, c.ID)
-					p.activity.forget(c.ID)
-				}
-				return
-			}
-			t, ok := p.targets[c.ID]
-			if !ok {
-				t = &target{slot: p.slotOf(c.ID)}
-				p.targets[c.ID] = t
-			}
-			if !ok || t.statusURL != s.StatusURL {
-				t.client.close()
-				t.statusURL, t.client = s.StatusURL, nil
-				if s.StatusURL != "" {
-					t.client = newStatusClient(s.StatusURL, p.cfg)
-				}
-			}
-			// Idle time counts from when the session became usable: ready,
-			// or claimed from the warm pool.
-			t.proxy, t.since = s.ProxyActivity, s.ReadyAt
-			if s.ClaimedAt.After(t.since) {
-				t.since = s.ClaimedAt
-			}
-		})
-		if ctx.Err() != nil {
-			return nil
+// applyChange keeps one target per ready session that has a status URL or
+// takes its activity from the proxy.
+func (p *Prober) applyChange(c registry.Change) {
+	if c.Synced {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := c.Session
+	if c.Deleted || s.Status != messages.StatusReady || (s.StatusURL == "" && !s.ProxyActivity) {
+		if t, ok := p.targets[c.ID]; ok {
+			t.client.close()
+			delete(p.targets, c.ID)
+			p.activity.forget(c.ID)
 		}
-		// A watch ends when NATS goes away; start over once it is back.
-		p.log.Warn("registry watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
+		return
+	}
+	t, ok := p.targets[c.ID]
+	if !ok {
+		t = &target{slot: p.slotOf(c.ID)}
+		p.targets[c.ID] = t
+	}
+	if !ok || t.statusURL != s.StatusURL {
+		t.client.close()
+		t.statusURL, t.client = s.StatusURL, nil
+		if s.StatusURL != "" {
+			t.client = newStatusClient(s.StatusURL, p.cfg)
 		}
+	}
+	// Idle time counts from when the session became usable: ready, or
+	// claimed from the warm pool.
+	t.proxy, t.since = s.ProxyActivity, s.ReadyAt
+	if s.ClaimedAt.After(t.since) {
+		t.since = s.ClaimedAt
 	}
 }
 

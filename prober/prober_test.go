@@ -324,7 +324,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	for _, cfg := range []prober.Config{
 		{Prefix: "a.b", Interval: time.Second, Timeout: time.Second},
 		{Prefix: "ok", Interval: 0, Timeout: time.Second},
-		{Prefix: "ok", Interval: time.Second, Timeout: -1},
+		{Prefix: "ok", Interval: time.Second, Timeout: -1, Concurrency: 1},
+		{Prefix: "ok", Interval: time.Second, Timeout: time.Second, Concurrency: 0},
 	} {
 		if _, err := prober.New(cfg, nil, nil, time.Now, log); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)

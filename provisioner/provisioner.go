@@ -84,6 +84,8 @@ type Provisioner struct {
 	pool        []string
 	poolFilling int
 	refill      chan struct{}
+	// work serialises the operations on each session (workqueue.go).
+	work *workQueue
 }
 
 // New builds a provisioner; Run starts it.
@@ -96,14 +98,15 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 		host, _ := os.Hostname()
 		cfg.Name = host
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 1
+	// The defaults live in the tags; zero here is a mistake to report.
+	if cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("SPAWNER_SPAWN_CONCURRENCY must be at least 1, got %d", cfg.Concurrency)
 	}
 	if cfg.SpawnTimeout <= 0 {
 		return nil, fmt.Errorf("spawn timeout must be positive, got %s", cfg.SpawnTimeout)
 	}
 	if cfg.Reconcile <= 0 {
-		cfg.Reconcile = 30 * time.Second
+		return nil, fmt.Errorf("SPAWNER_RECONCILE_INTERVAL must be positive, got %s", cfg.Reconcile)
 	}
 	routing, err := messages.ParseRouting(cfg.Routing)
 	if err != nil {
@@ -116,10 +119,11 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, err
 	}
+	log = log.With("component", "provisioner")
 	return &Provisioner{
-		routing: routing, env: env,
+		routing: routing, env: env, work: newWorkQueue(log),
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
-		log: log.With("component", "provisioner"), now: time.Now,
+		log: log, now: time.Now,
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
 	}, nil
 }
@@ -161,6 +165,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	// Requests carry no deadline of their own; work outlives ctx so that a
 	// spawn in flight at shutdown ends in ready or rolled back, never half.
 	work := context.WithoutCancel(ctx)
+	p.work.start(work, 8)
 	var wg sync.WaitGroup
 	for range p.cfg.Concurrency {
 		wg.Go(func() {
@@ -183,9 +188,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 				return
 			case e := <-exits:
 				p.log.Info("instance ended", "session_id", e.SessionID, "reason", e.Reason, "detail", e.Detail)
-				if _, err := p.Stop(work, e.SessionID, e.Reason, e.Detail); err != nil {
-					p.log.Error("stop ended instance", "session_id", e.SessionID, "err", err)
-				}
+				p.queueStop(e.SessionID, e.Reason, e.Detail)
 			}
 		}
 	})
@@ -204,6 +207,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	close(spawns)
 	close(stops)
 	wg.Wait()
+	p.work.close()
 	if p.cfg.StopOnShutdown {
 		p.stopOwned(work)
 	}

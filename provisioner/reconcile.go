@@ -54,13 +54,21 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			continue
 		}
 		p.log.Warn("stopping orphaned instance", "session_id", inst.SessionID, "handle", inst.Handle)
-		if err := p.backend.Stop(ctx, inst.SessionID); err != nil {
+		err := p.work.do(ctx, inst.SessionID, func(ctx context.Context) error {
+			if _, err := p.reg.Get(ctx, inst.SessionID); err == nil {
+				return nil // Its record appeared while this waited its turn.
+			}
+			if err := p.backend.Stop(ctx, inst.SessionID); err != nil {
+				return err
+			}
+			p.cfg.Metrics.SessionTerminated(messages.ReasonOrphaned)
+			p.emit(messages.Event{Type: messages.EventTerminated, SessionID: inst.SessionID,
+				Backend: p.cfg.Backend, Owner: p.cfg.Name, Reason: messages.ReasonOrphaned})
+			return nil
+		})
+		if err != nil {
 			p.log.Error("stop orphan", "session_id", inst.SessionID, "err", err)
-			continue
 		}
-		p.cfg.Metrics.SessionTerminated(messages.ReasonOrphaned)
-		p.emit(messages.Event{Type: messages.EventTerminated, SessionID: inst.SessionID,
-			Backend: p.cfg.Backend, Owner: p.cfg.Name, Reason: messages.ReasonOrphaned})
 	}
 	now := p.now()
 	for _, s := range records {
@@ -105,6 +113,9 @@ func (p *Provisioner) mine(s messages.Session) bool {
 	return p.cfg.Backend != "process" || s.Owner == p.cfg.Name
 }
 
+// stopLogged stops through the work queue, after any other operation on
+// the session, and only logs a failure: the next reconcile finds the
+// session again, which is its retry.
 func (p *Provisioner) stopLogged(ctx context.Context, id string, reason messages.Reason, detail string) {
 	if _, err := p.Stop(ctx, id, reason, detail); err != nil {
 		p.log.Error("stop", "session_id", id, "reason", reason, "err", err)

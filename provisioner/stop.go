@@ -33,8 +33,29 @@ func (p *Provisioner) handleStop(ctx context.Context, msg *nats.Msg) {
 
 // Stop ends a session: it marks the record stopping, stops the instance,
 // removes the record and its key, and publishes terminated. Stopping an
-// unknown or ended session is a successful no-op that reports false.
+// unknown or ended session is a successful no-op that reports false. It
+// waits for any other operation on the session to finish first.
 func (p *Provisioner) Stop(ctx context.Context, id string, reason messages.Reason, detail string) (bool, error) {
+	var found bool
+	err := p.work.do(ctx, id, func(ctx context.Context) error {
+		var err error
+		found, err = p.stop(ctx, id, reason, detail)
+		return err
+	})
+	return found, err
+}
+
+// queueStop stops a session from the work queue, retrying while it fails:
+// for the exits the backend reports, which nobody waits on and nobody
+// else would retry before the next reconcile.
+func (p *Provisioner) queueStop(id string, reason messages.Reason, detail string) {
+	p.work.add(id, "stop "+string(reason), func(ctx context.Context) error {
+		_, err := p.stop(ctx, id, reason, detail)
+		return err
+	})
+}
+
+func (p *Provisioner) stop(ctx context.Context, id string, reason messages.Reason, detail string) (bool, error) {
 	for {
 		entry, err := p.reg.Get(ctx, id)
 		if errors.Is(err, registry.ErrNotFound) {

@@ -47,7 +47,7 @@ type Reaper struct {
 
 	mu       sync.Mutex
 	stopping map[string]bool
-	records  *records
+	cache    *registry.Cache
 }
 
 // New builds a reaper; now is its clock.
@@ -56,15 +56,16 @@ func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Regist
 	if err != nil {
 		return nil, err
 	}
-	if cfg.StopTimeout <= 0 {
-		cfg.StopTimeout = 30 * time.Second
+	// The defaults live in the tags; a setting that is not positive is a
+	// mistake to report, not to replace with a second default.
+	if cfg.StopTimeout <= 0 || cfg.Sweep <= 0 || cfg.Concurrency < 1 {
+		return nil, fmt.Errorf("reaper: SPAWNER_STOP_TIMEOUT (%s), SPAWNER_LIFETIME_SWEEP (%s) and SPAWNER_REAP_CONCURRENCY (%d) must be positive",
+			cfg.StopTimeout, cfg.Sweep, cfg.Concurrency)
 	}
-	if cfg.Sweep <= 0 {
-		cfg.Sweep = 15 * time.Second
-	}
-	cfg.Concurrency = max(cfg.Concurrency, 1)
-	return &Reaper{cfg: cfg, js: js, nc: nc, reg: reg, now: now, subj: subj,
-		log: log.With("component", "reaper"), stopping: map[string]bool{}, records: newRecords()}, nil
+	r := &Reaper{cfg: cfg, js: js, nc: nc, reg: reg, now: now, subj: subj,
+		log: log.With("component", "reaper"), stopping: map[string]bool{}}
+	r.cache = registry.NewCache(reg, nc, r.log)
+	return r, nil
 }
 
 // Run consumes heartbeats until ctx is done and returns nil then.
@@ -87,7 +88,7 @@ func (r *Reaper) Run(ctx context.Context) error {
 	}
 	sem := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
-	wg.Go(func() { r.watchRecords(ctx) })
+	wg.Go(func() { _ = r.cache.Run(ctx) })
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -108,7 +109,7 @@ func (r *Reaper) Run(ctx context.Context) error {
 			wg.Wait()
 			return nil
 		case <-t.C:
-			r.sweep(ctx)
+			r.sweep(ctx, sem, &wg)
 		}
 	}
 }
@@ -175,9 +176,16 @@ func (r *Reaper) expired(s messages.Session, now time.Time) (messages.Reason, st
 	return "", ""
 }
 
-func (r *Reaper) sweep(ctx context.Context) {
-	sessions, ok := r.records.all()
+// sweep stops the sessions past their lifetime. Each stop takes a slot of
+// sem, as the heartbeats' stops do, so 10,000 sessions expiring at once
+// are REAP_CONCURRENCY stops in flight rather than 10,000 goroutines; the
+// sweep waits for a slot before it starts the next.
+func (r *Reaper) sweep(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup) {
+	sessions, ok := r.cache.List()
 	if !ok {
+		// The copy may lack sessions; the sweep must not, or their
+		// lifetime would go unchecked while NATS is unsettled.
+		sessions = sessions[:0]
 		entries, err := r.reg.List(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -194,13 +202,21 @@ func (r *Reaper) sweep(ctx context.Context) {
 		if s.Status != messages.StatusReady || s.Pooled {
 			continue
 		}
-		if reason, detail := r.expired(s, now); reason != "" {
-			go func() {
-				if err := r.stop(ctx, s.ID, reason, detail); err != nil && ctx.Err() == nil {
-					r.log.Error("stop", "session_id", s.ID, "reason", reason, "err", err)
-				}
-			}()
+		reason, detail := r.expired(s, now)
+		if reason == "" {
+			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := r.stop(ctx, s.ID, reason, detail); err != nil && ctx.Err() == nil {
+				r.log.Error("stop", "session_id", s.ID, "reason", reason, "err", err)
+			}
+		})
 	}
 }
 

@@ -68,7 +68,12 @@ func newHarness(t *testing.T, cfg reaper.Config) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	if _, err := nc.Subscribe(subj.Stop(), func(m *nats.Msg) {
+	// A stop in flight at the end of a test must finish before the
+	// registry's connection closes under it.
+	var handling sync.WaitGroup
+	sub, err := nc.Subscribe(subj.Stop(), func(m *nats.Msg) {
+		handling.Add(1)
+		defer handling.Done()
 		var req messages.StopRequest
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			t.Errorf("undecodable stop request %s", m.Data)
@@ -93,9 +98,11 @@ func newHarness(t *testing.T, cfg reaper.Config) *harness {
 		}
 		data, _ := json.Marshal(rep)
 		_ = m.Respond(data)
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = sub.Unsubscribe(); handling.Wait() })
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -353,3 +360,19 @@ func TestNewRejectsBadPrefix(t *testing.T) {
 }
 
 func testLogger(t *testing.T) *slog.Logger { return testlog.New(t) }
+
+// TestNewRejectsNonPositiveSettings: the defaults live in the tags, so New
+// reports a zero setting instead of quietly using a second default.
+func TestNewRejectsNonPositiveSettings(t *testing.T) {
+	for _, mutate := range []func(*reaper.Config){
+		func(c *reaper.Config) { c.StopTimeout = 0 },
+		func(c *reaper.Config) { c.Sweep = 0 },
+		func(c *reaper.Config) { c.Concurrency = 0 },
+	} {
+		cfg := defaultConfig()
+		mutate(&cfg)
+		if _, err := reaper.New(cfg, nil, nil, nil, time.Now, slog.New(slog.DiscardHandler)); err == nil {
+			t.Errorf("New accepted %+v", cfg)
+		}
+	}
+}

@@ -79,8 +79,10 @@ func (m *Main) NATSConfig(role string) bus.Config {
 // Run runs mode's components until ctx is done, then shuts them down and
 // closes NATS last, because stopping sessions still needs it.
 func (m *Main) Run(ctx context.Context, mode Mode) error {
-	mx := m.useMetrics()
+	// Run fills in what the settings leave open (collectors, URLs, the
+	// token signer) on its own copy: m.Config stays what the caller gave.
 	cfg := m.Config
+	mx := useMetrics(&cfg)
 	var nc *nats.Conn
 	if (mode == ModeAll && cfg.Bus.URL == "") || cfg.Common.SessionAuth == "token" {
 		if err := privateDir(cfg.Common.DataDir, m.Log); err != nil {
@@ -128,12 +130,12 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 		return err
 	}
 	if mode == ModeAll || mode == ModeGateway {
-		if err := m.addGateway(ctx, &g, nc, reg); err != nil {
+		if err := m.addGateway(ctx, &g, &cfg, nc, reg); err != nil {
 			return err
 		}
 	}
 	if mode == ModeAll || mode == ModeProvisioner {
-		if err := m.addProvisioner(&g, nc, reg); err != nil {
+		if err := m.addProvisioner(&g, &cfg, nc, reg); err != nil {
 			return err
 		}
 	}
@@ -208,17 +210,17 @@ func addActor(parent context.Context, g *run.Group, fn func(context.Context) err
 	}, func(error) { cancel() })
 }
 
-func (m *Main) addGateway(ctx context.Context, g *run.Group, nc *nats.Conn, reg *registry.Registry) error {
-	ln, err := net.Listen("tcp", m.Config.Gateway.HTTPAddr)
+func (m *Main) addGateway(ctx context.Context, g *run.Group, cfg *Config, nc *nats.Conn, reg *registry.Registry) error {
+	ln, err := net.Listen("tcp", cfg.Gateway.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("gateway listen %s: %w", m.Config.Gateway.HTTPAddr, err)
+		return fmt.Errorf("gateway listen %s: %w", cfg.Gateway.HTTPAddr, err)
 	}
 	m.httpAddr = ln.Addr().String()
-	if m.Config.Gateway.PublicURL == "" {
-		m.Config.Gateway.PublicURL = DefaultPublicURL(m.httpAddr)
+	if cfg.Gateway.PublicURL == "" {
+		cfg.Gateway.PublicURL = DefaultPublicURL(m.httpAddr)
 	}
-	if m.Config.Provisioner.PublicURL == "" {
-		m.Config.Provisioner.PublicURL = m.Config.Gateway.PublicURL
+	if cfg.Provisioner.PublicURL == "" {
+		cfg.Provisioner.PublicURL = cfg.Gateway.PublicURL
 	}
 	signer, err := m.sessionSigner()
 	if err != nil {
@@ -226,9 +228,9 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, nc *nats.Conn, reg 
 		return err
 	}
 	if signer != nil {
-		m.Config.Gateway.SessionTokens = signer
+		cfg.Gateway.SessionTokens = signer
 	}
-	gw, err := gateway.New(m.Config.Gateway, nc, reg, m.Log)
+	gw, err := gateway.New(cfg.Gateway, nc, reg, m.Log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -249,10 +251,10 @@ func DefaultPublicURL(addr string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-func (m *Main) addProvisioner(g *run.Group, nc *nats.Conn, reg *registry.Registry) error {
-	cfg := m.Config.Provisioner
+func (m *Main) addProvisioner(g *run.Group, all *Config, nc *nats.Conn, reg *registry.Registry) error {
+	cfg := all.Provisioner
 	if cfg.PublicURL == "" {
-		cfg.PublicURL = DefaultPublicURL(m.Config.Gateway.HTTPAddr)
+		cfg.PublicURL = DefaultPublicURL(all.Gateway.HTTPAddr)
 	}
 	backend, err := m.backend(cfg.Backend)
 	if err != nil {

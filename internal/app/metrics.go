@@ -16,13 +16,14 @@ import (
 func (m *Main) MetricsAddr() string { return m.metricsAddr }
 
 // useMetrics creates this process's collectors and hands them to every
-// component through its Config, so one /metrics shows them all.
-func (m *Main) useMetrics() *metrics.Metrics {
+// component through cfg, Run's own copy of the Config, so one /metrics
+// shows them all.
+func useMetrics(cfg *Config) *metrics.Metrics {
 	mx := metrics.New()
-	m.Config.Gateway.Metrics = mx
-	m.Config.Provisioner.Metrics = mx
-	m.Config.Prober.Metrics = mx
-	m.Config.Reaper.Metrics = mx
+	cfg.Gateway.Metrics = mx
+	cfg.Provisioner.Metrics = mx
+	cfg.Prober.Metrics = mx
+	cfg.Reaper.Metrics = mx
 	return mx
 }
 

@@ -231,7 +231,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 	}); err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", subj.EventStream(), err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := sessionBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      subj.SessionBucket(),
 		Description: "Spawner session records",
 		History:     1,

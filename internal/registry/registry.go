@@ -1,6 +1,8 @@
 // Package registry keeps session records in a JetStream key-value bucket.
 // The bucket is the truth about every session; the proxy's routes, the
-// prober's targets and the reaper's view are caches rebuilt from Watch.
+// API's list, the prober's targets and the reaper's view are copies kept
+// by a Cache. The bucket's size follows the live sessions: a purge's
+// marker expires with the bucket's marker TTL (bus.Ensure sets it).
 package registry
 
 import (
@@ -11,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -32,10 +36,17 @@ const (
 // Registry is the typed view of the session bucket.
 type Registry struct {
 	kv jetstream.KeyValue
+	// markerTTL is the bucket's LimitMarkerTTL, read once: -1 until known,
+	// 0 on a bucket without marker TTLs.
+	markerTTL atomic.Int64
 }
 
 // New wraps a bucket made by bus.Ensure.
-func New(kv jetstream.KeyValue) *Registry { return &Registry{kv: kv} }
+func New(kv jetstream.KeyValue) *Registry {
+	r := &Registry{kv: kv}
+	r.markerTTL.Store(-1)
+	return r
+}
 
 // Entry is a session record and the revision it was read at, for
 // compare-and-swap updates.
@@ -102,12 +113,10 @@ func (r *Registry) Update(ctx context.Context, s messages.Session, revision uint
 // Delete removes a record. A revision of 0 deletes whatever is there; any
 // other deletes only that revision. Deleting a missing record succeeds.
 func (r *Registry) Delete(ctx context.Context, id string, revision uint64) error {
-	var opts []jetstream.KVDeleteOpt
+	opts := r.purgeOpts(ctx)
 	if revision != 0 {
 		opts = append(opts, jetstream.LastRevision(revision))
 	}
-	// Purge rather than delete: it leaves one marker instead of history, so
-	// the bucket does not grow with every session ever spawned.
 	err := r.kv.Purge(ctx, sessionPrefix+id, opts...)
 	if isWrongRevision(err) {
 		return fmt.Errorf("delete session %s: %w", id, ErrConflict)
@@ -116,6 +125,28 @@ func (r *Registry) Delete(ctx context.Context, id string, revision uint64) error
 		return fmt.Errorf("delete session %s: %w", id, err)
 	}
 	return nil
+}
+
+// purgeOpts gives a purge's marker the bucket's marker TTL. A purge
+// leaves one marker, and session ids are random, so markers are never
+// overwritten: without a TTL the bucket kept one per session ever spawned
+// (1,000 create+purge left 1,000 entries, all replayed by every new watch).
+// The marker outlives the record long enough for every live watch to see
+// the delete, then the server removes it.
+func (r *Registry) purgeOpts(ctx context.Context) []jetstream.KVDeleteOpt {
+	ttl := r.markerTTL.Load()
+	if ttl < 0 {
+		st, err := r.kv.Status(ctx)
+		if err != nil {
+			return nil // Purge without a TTL this once; bus.Ensure clears such markers.
+		}
+		ttl = int64(st.LimitMarkerTTL())
+		r.markerTTL.Store(ttl)
+	}
+	if ttl == 0 {
+		return nil // A bucket without TTLs refuses a purge with one.
+	}
+	return []jetstream.KVDeleteOpt{jetstream.PurgeTTL(time.Duration(ttl))}
 }
 
 func isWrongRevision(err error) bool {
@@ -174,7 +205,7 @@ func (r *Registry) ReleaseKey(ctx context.Context, key, id string) error {
 	if string(e.Value()) != id {
 		return nil
 	}
-	err = r.kv.Purge(ctx, keyName(key), jetstream.LastRevision(e.Revision()))
+	err = r.kv.Purge(ctx, keyName(key), append(r.purgeOpts(ctx), jetstream.LastRevision(e.Revision()))...)
 	if err != nil && !isWrongRevision(err) && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("release key of %s: %w", id, err)
 	}
