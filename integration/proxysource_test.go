@@ -21,18 +21,20 @@ func TestProxyStatusSource(t *testing.T) {
 		size     = 60 << 20
 	)
 	dir := servedDir(t, "big.bin", size)
-	cfg := testConfig(t)
-	cfg.Process.Command = `if [ -n "$DEMO" ]; then exec ` + spawnerBin + ` demo; fi; cd ` + dir +
-		` && exec ` + debianPython + ` -m http.server "$PORT" --bind "$HOST"`
-	cfg.Process.StatusSource = "proxy"
-	cfg.Provisioner.IdleTimeout = idle
-	cfg.Prober.Interval, cfg.Gateway.ProbeInterval = interval, interval
-	h := start(t, cfg)
+	proxied := func(t *testing.T, command string) *harness {
+		cfg := testConfig(t)
+		cfg.Process.Command = command
+		cfg.Process.StatusSource = "proxy"
+		cfg.Provisioner.IdleTimeout = idle
+		cfg.Prober.Interval, cfg.Gateway.ProbeInterval = interval, interval
+		return start(t, cfg)
+	}
 	// Idle time is counted in whole seconds, so the bound is the issue's
 	// idle timeout + probe interval + 1 s.
 	bound := idle + interval + time.Second
 
 	t.Run("a slow download keeps its session", func(t *testing.T) {
+		h := proxied(t, `cd `+dir+` && exec `+debianPython+` -m http.server "$PORT" --bind "$HOST"`)
 		id, url := spawnURL(t, h, `{}`)
 		resp, err := http.Get(url + "big.bin")
 		if err != nil {
@@ -70,7 +72,8 @@ func TestProxyStatusSource(t *testing.T) {
 	})
 
 	t.Run("an open WebSocket keeps its session", func(t *testing.T) {
-		id, url := spawnURL(t, h, `{"env":{"DEMO":"1"}}`)
+		h := proxied(t, "") // the demo app, with its WebSocket
+		id, url := spawnURL(t, h, `{}`)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+"ws", nil)
