@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,9 +32,11 @@ func worldDir(t *testing.T) string {
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // An untrusted app, on the process backend of the all-in-one with API and
-// session tokens on, goes for Spawner's environment and session secret
-// from inside its session, and gets nothing.
-func TestUntrustedAppFindsNoSecrets(t *testing.T) {
+// session tokens on, goes from inside its session for Spawner's
+// environment and session secret, for the NATS credentials and the NATS
+// port, and leaves a setsid daemon behind; it gets nothing, and the daemon
+// ends with its session.
+func TestFaultUntrustedApp(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("isolating apps needs root")
 	}
@@ -43,8 +46,16 @@ func TestUntrustedAppFindsNoSecrets(t *testing.T) {
 	const apiToken = "untrusted-test-api-token-0123456789"
 	cfg.Gateway.APITokens = []string{apiToken}
 	secretPath := filepath.Join(cfg.Common.DataDir, "session-secret")
+	natsPort := strconv.Itoa(freeLoopbackPort(t))
+	cfg.Bus.Listen = "127.0.0.1:" + natsPort
+	// A unique argument finds the daemon among this machine's processes.
+	daemon := "sleep " + strconv.Itoa(1_000_000+os.Getpid())
 	at := func(name string) string { return shq(filepath.Join(out, name)) }
-	probe := strings.Join([]string{
+	// Speak NATS to the port with no credentials, as any local process can.
+	natsProbe := debianPython + ` -c 'import socket; s = socket.create_connection(("127.0.0.1", ` + natsPort + `), 5); s.settimeout(5); s.recv(4096); s.sendall(b"CONNECT {\"verbose\":false}\r\nPING\r\nSUB > 1\r\n"); print(s.recv(4096).decode())'`
+	probe := "setsid " + daemon + " & " + strings.Join([]string{
+		"cat " + shq(filepath.Join(cfg.Common.DataDir, "nats")) + "/*.nk > " + at("creds") + " 2>" + at("creds.err"),
+		natsProbe + " > " + at("nats") + " 2>&1",
 		"cat /proc/" + strconv.Itoa(os.Getpid()) + "/environ > " + at("environ") + " 2>" + at("environ.err"),
 		"cat " + shq(secretPath) + " > " + at("secret") + " 2>" + at("secret.err"),
 		"ls /proc | grep -c '^[0-9]' > " + at("procs"),
@@ -85,6 +96,24 @@ func TestUntrustedAppFindsNoSecrets(t *testing.T) {
 	if n, _ := strconv.Atoi(strings.TrimSpace(read("procs"))); n == 0 || n > 10 {
 		t.Errorf("the app sees %d processes, want only its session's few", n)
 	}
+	if got := read("creds"); got != "" {
+		t.Errorf("the app read NATS credentials: %d bytes", len(got))
+	}
+	if got := read("nats"); !strings.Contains(got, "Authorization Violation") || strings.Contains(got, "PONG") {
+		t.Errorf("NATS answered a connection with no credentials: %q", got)
+	}
+	// The session ends; its daemon must end with it.
+	var rep struct {
+		SessionID string `json:"session_id"`
+	}
+	_ = json.Unmarshal([]byte(body), &rep)
+	if !daemonRunning(daemon) {
+		t.Fatal("the app's setsid daemon never ran, so the test proves nothing")
+	}
+	if del, _ := do(t, http.DefaultClient, "DELETE", h.BaseURL+"/sessions/"+rep.SessionID, apiToken, ""); del.StatusCode >= 300 {
+		t.Fatalf("DELETE the session: %d", del.StatusCode)
+	}
+	eventually(t, 10*time.Second, "the daemon to end with its session", func() bool { return !daemonRunning(daemon) })
 	for path, want := range map[string]os.FileMode{cfg.Common.DataDir: 0o700, secretPath: 0o600} {
 		if info, err := os.Stat(path); err != nil || info.Mode().Perm() != want {
 			t.Errorf("%s: mode %v (%v), want %v", path, info.Mode().Perm(), err, want)
@@ -181,6 +210,19 @@ func TestUnisolatedSpawnerRefusesCredentials(t *testing.T) {
 			}
 		})
 	}
+}
+
+// daemonRunning reports whether a process runs with exactly this command
+// line.
+func daemonRunning(cmdline string) bool {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Join(strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"), " ") == cmdline {
+			return true
+		}
+	}
+	return false
 }
 
 func slicesContain(list []string, s string) bool {
