@@ -24,20 +24,20 @@ import (
 
 // Config holds the gateway's settings.
 type Config struct {
-	Prefix   string `envconfig:"PREFIX" default:"spawner"`
-	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080"`
+	Prefix   string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080" desc:"the gateway's listen address"`
 	// PublicURL is the base of session URLs; the provisioner builds them.
-	PublicURL    string        `envconfig:"PUBLIC_URL"`
-	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
+	PublicURL    string        `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
+	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
 	// UpstreamIdle closes idle keep-alive connections to apps. It must be
 	// well below any idle timeout, because an app or sidecar that counts
 	// TCP connections sees an idle pooled connection as a user.
-	UpstreamIdle time.Duration `envconfig:"PROXY_UPSTREAM_IDLE" default:"1s"`
+	UpstreamIdle time.Duration `envconfig:"PROXY_UPSTREAM_IDLE" default:"1s" desc:"idle keep-alive connections to apps close after this"`
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
-	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"5s"`
+	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"5s" desc:"on shutdown, how long requests in flight may finish"`
 	// EventsKeepalive is how often an idle event stream gets a comment, so
 	// that proxies and load balancers do not close it.
-	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s"`
+	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s" desc:"comment interval on idle event streams"`
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
 	Metrics *metrics.Metrics `ignored:"true"`

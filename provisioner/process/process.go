@@ -25,13 +25,13 @@ import (
 type Config struct {
 	// Command runs through "sh -c" with PORT, HOST, SPAWNER_SESSION_ID and
 	// SPAWNER_SESSION_URL set. Empty means the bundled demo app.
-	Command string `envconfig:"APP_COMMAND"`
+	Command string `envconfig:"APP_COMMAND" desc:"the process backend's app, run by sh -c so $PORT expands; empty runs the bundled demo app"`
 	// Host is the loopback address apps bind to.
-	Host string `envconfig:"APP_HOST" default:"127.0.0.1"`
+	Host string `envconfig:"APP_HOST" default:"127.0.0.1" desc:"the loopback address process-backend apps bind to"`
 	// StatusSource is "app" (the app serves /status) or "sidecar" (Spawner
 	// watches the app's TCP connections itself).
-	StatusSource string        `envconfig:"STATUS_SOURCE" default:"app"`
-	StopGrace    time.Duration `envconfig:"STOP_GRACE" default:"3s"`
+	StatusSource string        `envconfig:"STATUS_SOURCE" default:"app" desc:"where activity comes from: app (its own /status) or sidecar"`
+	StopGrace    time.Duration `envconfig:"STOP_GRACE" default:"3s" desc:"SIGTERM to SIGKILL for a session's process group"`
 }
 
 // StatusWatcher serves a /status for an app that has none; the sidecar
