@@ -6,17 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/kelseyhightower/envconfig"
 
 	"github.com/spawnerhq/spawner/internal/app"
-	"github.com/spawnerhq/spawner/internal/demo"
-	"github.com/spawnerhq/spawner/sidecar"
+	"github.com/spawnerhq/spawner/internal/lean"
 )
 
 const usage = `spawner: a back-end process for every browser session.
@@ -64,9 +59,9 @@ func run(ctx context.Context, mode string, args []string) error {
 		fmt.Print(usage, "\nSettings:\n", app.Usage())
 		return nil
 	case "demo":
-		return runDemo(ctx)
+		return lean.Demo(ctx)
 	case "sidecar":
-		return runSidecar(ctx)
+		return lean.Sidecar(ctx)
 	case "nats":
 		return runNATS(ctx)
 	case "sessions":
@@ -102,26 +97,4 @@ func runComponents(ctx context.Context, mode app.Mode) error {
 	}
 	m := app.NewMain(cfg, log)
 	return m.Run(ctx, mode)
-}
-
-func runDemo(ctx context.Context) error {
-	var cfg demo.Config
-	if err := envconfig.Process("", &cfg); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "demo")
-	return demo.New(cfg, time.Now, log).Run(ctx)
-}
-
-func runSidecar(ctx context.Context) error {
-	var cfg sidecar.Config
-	if err := envconfig.Process(app.EnvPrefix, &cfg); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "sidecar")
-	s, err := sidecar.New(cfg, time.Now, log)
-	if err != nil {
-		return err
-	}
-	return s.Run(ctx)
 }
