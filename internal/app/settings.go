@@ -149,7 +149,13 @@ func Usage() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
 	for _, s := range settings {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Name, s.defaultText(func(v string) string { return v }), s.Desc)
+		def, desc := s.defaultText(func(v string) string { return v }), s.Desc
+		if _, same := s.Default(); !same {
+			// Each reader's default goes after the description, so that
+			// one long cell does not widen every line's column.
+			def, desc = "(differs)", desc+" [defaults: "+def+"]"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Name, def, desc)
 	}
 	_ = tw.Flush()
 	if err != nil {
