@@ -42,7 +42,8 @@ func runDoctor(ctx context.Context, args []string, out io.Writer) error {
 	}
 	cfg, err := app.LoadConfig()
 	if err != nil {
-		return err
+		printResults(out, []checkResult{failed("settings", err.Error(), "correct the variable named above; spawner help lists each setting's form")})
+		return errors.New("doctor: the settings do not parse")
 	}
 	results := doctor(ctx, cfg)
 	if n := printResults(out, results); n > 0 {
@@ -72,6 +73,9 @@ func doctor(ctx context.Context, cfg app.Config) []checkResult {
 	results := []checkResult{
 		checkDataDir(cfg.Common.DataDir),
 		checkPort(ctx, "http", "SPAWNER_HTTP_ADDR", cfg.Gateway.HTTPAddr),
+	}
+	if cfg.Common.MetricsAddr != "" {
+		results = append(results, checkPort(ctx, "metrics", "SPAWNER_METRICS_ADDR", cfg.Common.MetricsAddr))
 	}
 	if cfg.Bus.URL == "" {
 		if cfg.Bus.Listen != "" && cfg.Bus.Listen != "off" {

@@ -141,6 +141,11 @@ func TestDoctorExitsNonZeroOnAFailure(t *testing.T) {
 	if err := runDoctor(t.Context(), nil, &out); err != nil {
 		t.Fatalf("doctor on a good setup: %v\n%s", err, out.String())
 	}
+	t.Setenv("SPAWNER_IDLE_TIMEOUT", "soon")
+	out.Reset()
+	if err := runDoctor(t.Context(), nil, &out); err == nil || !strings.Contains(out.String(), "FAIL  settings") || !strings.Contains(out.String(), "IDLE_TIMEOUT") {
+		t.Fatalf("doctor with a malformed setting: %v\n%s", err, out.String())
+	}
 }
 
 func TestDoctorChecksAnExternalNATS(t *testing.T) {
