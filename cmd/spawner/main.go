@@ -27,7 +27,9 @@ Usage:
   spawner reaper       ends idle sessions
   spawner nats         a standalone NATS server with JetStream
   spawner sidecar      serves /status from the kernel's TCP table (SPAWNER_APP_PORT)
-  spawner demo         the bundled demo app, on $PORT
+  spawner demo         the bundled demo app, on $PORT; spawner-demo, beside this
+                       binary after "make build", is the same app, lean, and
+                       the default app when present
   spawner sessions     ls|get|new|rm: manage sessions through the API
   spawner events       print session lifecycle events as they happen
   spawner doctor       check ports, NATS, the backend, the app command and the
