@@ -71,8 +71,10 @@ func buildTestImages() {
 		err = os.Mkdir(filepath.Join(dir, "data"), 0o755)
 	}
 	if err == nil { // demo.Dockerfile holds the lean demo binary
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, "spawner-demo"), "../cmd/spawner-demo")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, for FROM scratch
 		var out []byte
-		out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "spawner-demo"), "../cmd/spawner-demo").CombinedOutput()
+		out, err = build.CombinedOutput()
 		if err != nil {
 			err = fmt.Errorf("build spawner-demo: %w: %s", err, out)
 		}

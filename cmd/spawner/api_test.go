@@ -74,3 +74,18 @@ func TestDefaultAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIURLFromListenKeepsThePort checks that any SPAWNER_HTTP_ADDR,
+// even a malformed one, gives an http URL, and that a host:port one keeps
+// its port.
+func TestAPIURLFromListenKeepsThePort(t *testing.T) {
+	for _, addr := range []string{":8080", "0.0.0.0:1", "[::]:9090", "[::1]:80", "host", "", "a:b:c", "[::1", "::8080", "localhost:http"} {
+		url := apiURLFromListen(addr)
+		if !strings.HasPrefix(url, "http://") {
+			t.Errorf("%q gave %q", addr, url)
+		}
+		if _, port, err := net.SplitHostPort(addr); err == nil && !strings.HasSuffix(url, ":"+port) {
+			t.Errorf("%q gave %q, which lost port %q", addr, url, port)
+		}
+	}
+}
