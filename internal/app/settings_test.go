@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -100,5 +101,24 @@ func TestMarkdownEscapesPipes(t *testing.T) {
 	}
 	if got := mdEscape(settings[0].Desc); got != `one \| other` {
 		t.Errorf("escaped %q", got)
+	}
+}
+
+// TestSettingsCoverEveryConfigPart fails when a part is added to Config
+// but not to settingParts, whose settings help and README would miss.
+func TestSettingsCoverEveryConfigPart(t *testing.T) {
+	listed := map[reflect.Type]bool{}
+	for _, p := range settingParts() {
+		listed[reflect.TypeOf(p.cfg).Elem()] = true
+	}
+	var c Config
+	for _, part := range c.parts() {
+		if typ := reflect.TypeOf(part).Elem(); !listed[typ] {
+			t.Errorf("Config part %s is not in settingParts", typ)
+		}
+	}
+	typ := reflect.TypeFor[Config]()
+	if n := len(c.parts()); n != typ.NumField() {
+		t.Errorf("Config has %d fields, parts lists %d", typ.NumField(), n)
 	}
 }
