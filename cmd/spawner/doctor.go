@@ -126,7 +126,15 @@ func checkPort(ctx context.Context, name, setting, addr string) checkResult {
 	if errors.Is(err, syscall.EADDRINUSE) && name == "http" && answersReadyz(ctx, addr) {
 		detail = addr + " is in use by a running Spawner (it answers /readyz)"
 	}
-	return failed(name, detail, "stop what listens there, or set "+setting+" to a free address, e.g. "+setting+"=127.0.0.1:0 for any")
+	return failed(name, detail, "stop what listens there, or set "+setting+" to a free address, e.g. "+setting+"="+portExamples[setting])
+}
+
+// portExamples are free-address suggestions, one per setting checkPort
+// checks.
+var portExamples = map[string]string{
+	"SPAWNER_HTTP_ADDR":    ":9090",
+	"SPAWNER_NATS_LISTEN":  "127.0.0.1:4223 (or off, if nothing outside Spawner uses NATS)",
+	"SPAWNER_METRICS_ADDR": "127.0.0.1:9091",
 }
 
 func answersReadyz(ctx context.Context, addr string) bool {
