@@ -202,6 +202,9 @@ func redactURL(urls string) string {
 	return strings.Join(parts, ",")
 }
 
+// shellBuiltins start commands whose program the shell picks later.
+var shellBuiltins = map[string]bool{"cd": true, "export": true, ".": true, "source": true, "set": true, "eval": true, ":": true}
+
 // checkAppCommand finds the program the process backend's command runs,
 // the first word that is not a variable assignment, as sh would.
 func checkAppCommand(command string) checkResult {
@@ -221,10 +224,13 @@ func checkAppCommand(command string) checkResult {
 		if strings.Contains(w, "=") && !strings.HasPrefix(w, "=") && !strings.ContainsAny(w[:strings.Index(w, "=")], "/$'\"") {
 			continue
 		}
+		if w == "exec" { // "exec app ..." runs app
+			continue
+		}
 		prog = strings.Trim(w, `'"`)
 		break
 	}
-	if prog == "" || strings.ContainsAny(prog, "$`") {
+	if prog == "" || strings.ContainsAny(prog, "$`;&|()<>") || shellBuiltins[prog] {
 		return pass(name, "SPAWNER_APP_COMMAND's program is chosen when it runs; not checked")
 	}
 	path, err := exec.LookPath(prog)

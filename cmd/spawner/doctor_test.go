@@ -105,7 +105,10 @@ func TestDoctorFailsOnAMissingAppCommand(t *testing.T) {
 	if r.OK || !strings.Contains(r.Detail, "no-such-app-xyz") || r.Fix == "" {
 		t.Errorf("missing command: %+v, want a failure naming no-such-app-xyz with a fix", r)
 	}
-	for _, ok := range []string{"sh -c 'exec true'", "'" + os.Args[0] + "' demo", "true"} {
+	if r := checkAppCommand("exec no-such-app-xyz"); r.OK {
+		t.Errorf("exec of a missing command: %+v, want a failure", r)
+	}
+	for _, ok := range []string{"sh -c 'exec true'", "'" + os.Args[0] + "' demo", "true", "exec true --x", "cd /tmp && no-such-app-xyz"} {
 		if r := checkAppCommand(ok); !r.OK {
 			t.Errorf("%q: %+v, want ok", ok, r)
 		}
