@@ -304,7 +304,7 @@ func (m *Main) demoCommand() string {
 	if err != nil {
 		return ""
 	}
-	return shellQuote(exe) + " demo"
+	return DefaultDemoCommand(exe)
 }
 
 func shellQuote(s string) string {
