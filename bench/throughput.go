@@ -127,7 +127,7 @@ func directLoad(ctx context.Context, bin string, n int, d time.Duration) (float6
 	for range n {
 		wg.Go(func() {
 			for loadCtx.Err() == nil {
-				proc, err := startDirect(ctx, bin)
+				proc, err := startDirect(ctx, bin, "demo")
 				if err != nil {
 					failed.Add(1)
 					continue
