@@ -42,17 +42,66 @@ var readyApps = []struct {
 func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 	sec := Section{Title: "Spawn readiness, process backend",
 		PeerName: "the same app started directly (exec with PORT and HOST) and its /status polled every 1 ms by a loop written for the benchmark"}
-	logf, err := os.Create(filepath.Join(env.Scratch("spawn-latency"), "backend.log"))
+	b, stop, err := startBackend(ctx, env, process.IsolationAuto)
 	if err != nil {
 		return sec, err
 	}
-	defer logf.Close()
+	defer stop()
+	for _, app := range readyApps {
+		n := pick(env, app.full, app.quick)
+		s, err := sampleStarts(ctx, b, env.UpstreamBin, app.delay, n)
+		if err != nil {
+			return sec, err
+		}
+		sec.Rows = append(sec.Rows, s.rows(fmt.Sprintf("app ready after %s", app.delay), true)...)
+		if app.delay >= time.Second {
+			cs, cd := s.spawnerCPU.Mean(), s.directCPU.Mean()
+			sec.Rows = append(sec.Rows, Row{
+				Metric:  fmt.Sprintf("CPU per spawn while waiting, app ready after %s (mean)", app.delay),
+				Spawner: Ms(cs), Peer: Ms(cd), Ratio: Ratio(float64(cs), float64(cd)),
+				Goal: "≤ a tenth of a core over the wait", Met: Met(cs <= app.delay/10)})
+		}
+	}
+	// The same first app without isolation shows how much of the overhead
+	// is isolation's start (a helper and a new PID and mount namespace)
+	// rather than the readiness wait.
+	if b.Isolation() != process.IsolationNone {
+		plain, stopPlain, err := startBackend(ctx, env, process.IsolationNone)
+		if err != nil {
+			return sec, err
+		}
+		defer stopPlain()
+		app := readyApps[0]
+		s, err := sampleStarts(ctx, plain, env.UpstreamBin, app.delay, pick(env, app.full, app.quick))
+		if err != nil {
+			return sec, err
+		}
+		sec.Rows = append(sec.Rows, s.rows(fmt.Sprintf("app ready after %s, isolation none", app.delay), false)...)
+	}
+	sec.Notes = append(sec.Notes,
+		fmt.Sprintf("Spawner's figure is the process backend's Start as the provisioner calls it (isolation %q, status source app), "+
+			"with its shared readiness wait (provisioner.AwaitReady); the app is benchupstream late, which listens only after the delay. "+
+			"The isolation-none rows, without a goal, show what isolation's start adds.", b.Isolation()),
+		fmt.Sprintf("Each app's first %d spawns are a warm-up and not counted. Apps are stopped between spawns, outside the timed calls.", startWarmup),
+		"CPU is getrusage(RUSAGE_SELF) of the benchmark process around each timed call: the backend's (or the peer's) own work "+
+			"while it starts and waits, not the app's.")
+	return sec, nil
+}
+
+// startBackend runs a process backend for the late app with isolation;
+// stop ends it and whatever it still runs.
+func startBackend(ctx context.Context, env *Env, isolation string) (*process.Backend, func(), error) {
+	logf, err := os.Create(filepath.Join(env.Scratch("spawn-latency"), "backend-"+isolation+".log"))
+	if err != nil {
+		return nil, nil, err
+	}
 	cfg := process.Config{Host: "127.0.0.1", StatusSource: "app", StopGrace: time.Second,
-		Isolation: process.IsolationAuto, UIDRange: process.DefaultUIDRange}
+		Isolation: isolation, UIDRange: process.DefaultUIDRange}
 	command := "exec " + env.UpstreamBin + " late $" + readyAfterEnv
 	b, err := process.New(cfg, command, nil, slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
-		return sec, err
+		logf.Close()
+		return nil, nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	exits := make(chan provisioner.Exit, 16)
@@ -62,51 +111,56 @@ func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 		for range exits { // apps end only when stopped here; nothing to answer
 		}
 	}()
-	defer func() { cancel(); <-ran }()
+	return b, func() { cancel(); <-ran; logf.Close() }, nil
+}
 
-	const warmup = 2
-	for _, app := range readyApps {
-		n := pick(env, app.full, app.quick)
-		var viaSpawner, direct, spawnerCPU, directCPU Durations
-		for i := range n + warmup {
-			took, cpu, err := timeStart(ctx, b, app.delay)
-			if err != nil {
-				return sec, fmt.Errorf("Start, app ready after %s, spawn %d: %w", app.delay, i, err)
-			}
-			dtook, dcpu, err := timeDirect(ctx, env.UpstreamBin, app.delay)
-			if err != nil {
-				return sec, fmt.Errorf("direct start, app ready after %s, start %d: %w", app.delay, i, err)
-			}
-			if i >= warmup {
-				viaSpawner, direct = append(viaSpawner, took), append(direct, dtook)
-				spawnerCPU, directCPU = append(spawnerCPU, cpu), append(directCPU, dcpu)
-			}
+// startWarmup is how many spawns of each app are not counted.
+const startWarmup = 2
+
+// startSample is one app's timed starts, through Spawner and direct.
+type startSample struct {
+	n                                         int
+	viaSpawner, direct, spawnerCPU, directCPU Durations
+}
+
+// sampleStarts times n starts of the late app through b, each followed by
+// a direct start.
+func sampleStarts(ctx context.Context, b *process.Backend, bin string, delay time.Duration, n int) (startSample, error) {
+	s := startSample{n: n}
+	for i := range n + startWarmup {
+		took, cpu, err := timeStart(ctx, b, delay)
+		if err != nil {
+			return s, fmt.Errorf("Start, app ready after %s, spawn %d: %w", delay, i, err)
 		}
-		for _, pct := range []struct {
-			p    float64
-			goal time.Duration
-		}{{50, 5 * time.Millisecond}, {99, 20 * time.Millisecond}} {
-			s, d := viaSpawner.Percentile(pct.p), direct.Percentile(pct.p)
-			sec.Rows = append(sec.Rows, Row{
-				Metric:  fmt.Sprintf("Start to ready, app ready after %s, p%.0f (%d spawns)", app.delay, pct.p, n),
-				Spawner: fmt.Sprintf("%s (%s)", Ms(s), SignedMs(s-d)), Peer: Ms(d), Ratio: Ratio(float64(s), float64(d)),
-				Goal: "overhead ≤ " + Ms(pct.goal), Met: Met(s-d <= pct.goal)})
+		dtook, dcpu, err := timeDirect(ctx, bin, delay)
+		if err != nil {
+			return s, fmt.Errorf("direct start, app ready after %s, start %d: %w", delay, i, err)
 		}
-		if app.delay >= time.Second {
-			s, d := spawnerCPU.Mean(), directCPU.Mean()
-			sec.Rows = append(sec.Rows, Row{
-				Metric:  fmt.Sprintf("CPU per spawn while waiting, app ready after %s (mean)", app.delay),
-				Spawner: Ms(s), Peer: Ms(d), Ratio: Ratio(float64(s), float64(d)),
-				Goal: "≤ a tenth of a core over the wait", Met: Met(s <= app.delay/10)})
+		if i >= startWarmup {
+			s.viaSpawner, s.direct = append(s.viaSpawner, took), append(s.direct, dtook)
+			s.spawnerCPU, s.directCPU = append(s.spawnerCPU, cpu), append(s.directCPU, dcpu)
 		}
 	}
-	sec.Notes = append(sec.Notes,
-		fmt.Sprintf("Spawner's figure is the process backend's Start as the provisioner calls it (isolation %q, status source app), "+
-			"with its shared readiness wait (provisioner.AwaitReady); the app is benchupstream late, which listens only after the delay.", b.Isolation()),
-		fmt.Sprintf("Each app's first %d spawns are a warm-up and not counted. Apps are stopped between spawns, outside the timed calls.", warmup),
-		"CPU is getrusage(RUSAGE_SELF) of the benchmark process around each timed call: the backend's (or the peer's) own work "+
-			"while it starts and waits, not the app's.")
-	return sec, nil
+	return s, nil
+}
+
+// rows reports p50 and p99 beside the peer, with the overhead goals when
+// withGoal.
+func (s startSample) rows(what string, withGoal bool) []Row {
+	var rows []Row
+	for _, pct := range []struct {
+		p    float64
+		goal time.Duration
+	}{{50, 5 * time.Millisecond}, {99, 20 * time.Millisecond}} {
+		sp, d := s.viaSpawner.Percentile(pct.p), s.direct.Percentile(pct.p)
+		row := Row{Metric: fmt.Sprintf("Start to ready, %s, p%.0f (%d spawns)", what, pct.p, s.n),
+			Spawner: fmt.Sprintf("%s (%s)", Ms(sp), SignedMs(sp-d)), Peer: Ms(d), Ratio: Ratio(float64(sp), float64(d)), Met: "—"}
+		if withGoal {
+			row.Goal, row.Met = "overhead ≤ "+Ms(pct.goal), Met(sp-d <= pct.goal)
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // timeStart spawns one session through the backend, returns how long Start
