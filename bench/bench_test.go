@@ -110,3 +110,24 @@ func TestWriteMarkdownCountsGoals(t *testing.T) {
 		}
 	}
 }
+
+func TestStartSampleRowsJudgeTheOverhead(t *testing.T) {
+	var s startSample
+	s.n = 100
+	for i := range 100 {
+		s.direct = append(s.direct, 200*time.Millisecond+time.Duration(i)*time.Microsecond)
+		// 3 ms slower at p50, 30 ms slower at p99.
+		extra := 3 * time.Millisecond
+		if i >= 98 {
+			extra = 30 * time.Millisecond
+		}
+		s.viaSpawner = append(s.viaSpawner, s.direct[i]+extra)
+	}
+	rows := s.rows("app ready after 200ms", true)
+	if len(rows) != 2 || rows[0].Met != "yes" || rows[1].Met != "no" || !strings.Contains(rows[0].Spawner, "(+3.00 ms)") {
+		t.Fatalf("rows = %+v", rows)
+	}
+	if rows := s.rows("isolation none", false); rows[0].Met != "—" || rows[0].Goal != "" {
+		t.Fatalf("a row without a goal was judged: %+v", rows[0])
+	}
+}
