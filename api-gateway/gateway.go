@@ -188,6 +188,10 @@ func (g *Gateway) Handler() http.Handler {
 	})
 }
 
+// Ready is closed once the gateway has loaded the session registry, from
+// when /readyz answers 200 and the proxy knows every session.
+func (g *Gateway) Ready() <-chan struct{} { return g.cache.Synced() }
+
 // proxyRoute is the handler of /p/: the proxy, or under subdomain routing
 // an answer that says where sessions are.
 func (g *Gateway) proxyRoute() http.HandlerFunc {

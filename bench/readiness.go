@@ -128,7 +128,7 @@ type startSample struct {
 func sampleStarts(ctx context.Context, b *process.Backend, bin string, delay time.Duration, n int) (startSample, error) {
 	s := startSample{n: n}
 	for i := range n + startWarmup {
-		took, cpu, err := timeStart(ctx, b, delay)
+		took, cpu, err := timeSpawn(ctx, b, delay)
 		if err != nil {
 			return s, fmt.Errorf("Start, app ready after %s, spawn %d: %w", delay, i, err)
 		}
@@ -163,9 +163,9 @@ func (s startSample) rows(what string, withGoal bool) []Row {
 	return rows
 }
 
-// timeStart spawns one session through the backend, returns how long Start
+// timeSpawn spawns one session through the backend, returns how long Start
 // took and the CPU this process spent in it, and stops the session.
-func timeStart(ctx context.Context, b *process.Backend, delay time.Duration) (time.Duration, time.Duration, error) {
+func timeSpawn(ctx context.Context, b *process.Backend, delay time.Duration) (time.Duration, time.Duration, error) {
 	id := messages.NewSessionID()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -178,7 +178,7 @@ func timeStart(ctx context.Context, b *process.Backend, delay time.Duration) (ti
 	return took, cpu, b.Stop(context.WithoutCancel(ctx), id)
 }
 
-// timeDirect is timeStart's peer: the late app started directly.
+// timeDirect is timeSpawn's peer: the late app started directly.
 func timeDirect(ctx context.Context, bin string, delay time.Duration) (time.Duration, time.Duration, error) {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
