@@ -17,6 +17,9 @@ import (
 	"syscall"
 
 	"github.com/spawnerhq/spawner/internal/lean"
+	// Linked so that the process backend can run this lean binary as the
+	// helper that isolates each app (package apphelper).
+	_ "github.com/spawnerhq/spawner/provisioner/process/apphelper"
 )
 
 func main() {

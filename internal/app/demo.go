@@ -3,13 +3,15 @@ package app
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/spawnerhq/spawner/provisioner/process/apphelper"
 )
 
 // DemoBinary is the lean demo app that "make build" puts beside spawner.
 // It links only the demo's packages, so a session's app starts without
 // loading and initialising the Kubernetes and Docker clients (see
 // cmd/spawner-demo).
-const DemoBinary = "spawner-demo"
+const DemoBinary = apphelper.LeanBinary
 
 // DefaultDemoCommand is the app command when none is configured for the
 // binary at exe: the lean demo binary beside it when there is one, else

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/spawnerhq/spawner/provisioner/process/apphelper"
 )
 
 // The isolation levels, strongest first.
@@ -67,7 +69,7 @@ func chooseIsolation(want, exe string) (string, error) {
 // probeNamespaces starts the helper in fresh namespaces and has it mount a
 // private /proc, as every isolated app start does.
 func probeNamespaces(exe string) error {
-	cmd := helperCommand(exe, "probe")
+	cmd := apphelper.Command(exe, "probe")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: isolatedCloneflags, Pdeathsig: syscall.SIGKILL}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("namespaces unavailable: %v %s", err, strings.TrimSpace(string(out)))
@@ -148,7 +150,7 @@ func parseUIDRange(s string) (uint32, uint32, error) {
 // helper's start costs a stop 10-15 ms (demo app, 2 cores).
 func killUID(exe string, uid uint32) error {
 	// The helper drops to uid itself: as uid it might not reach our binary.
-	cmd := helperCommand(exe, "kill", strconv.FormatUint(uint64(uid), 10))
+	cmd := apphelper.Command(exe, "kill", strconv.FormatUint(uint64(uid), 10))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kill the processes of uid %d: %v %s", uid, err, strings.TrimSpace(string(out)))
 	}
@@ -189,24 +191,4 @@ func appBinary(command string) string {
 		return ""
 	}
 	return filepath.Clean(word)
-}
-
-// hiddenAncestor is the highest directory on path's way that others may
-// not search, or "" when an unprivileged uid can reach path as it is.
-func hiddenAncestor(path string) string {
-	dir := "/"
-	for _, part := range strings.Split(filepath.Dir(path), "/") {
-		if part == "" {
-			continue
-		}
-		dir = filepath.Join(dir, part)
-		info, err := os.Stat(dir)
-		if err != nil {
-			return ""
-		}
-		if info.Mode().Perm()&0o001 == 0 {
-			return dir
-		}
-	}
-	return ""
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/process/apphelper"
 )
 
 // Config holds the process backend's settings.
@@ -135,11 +136,13 @@ func (b *Backend) setupIsolation() error {
 	if err != nil {
 		return fmt.Errorf("find our own binary: %w", err)
 	}
-	b.exe = exe
+	// The helper that isolates apps starts once per spawn and per stop, so
+	// the lean binary runs it where there is one.
+	b.exe = apphelper.Executable(exe)
 	if b.uidLo, b.uidHi, err = parseUIDRange(b.cfg.UIDRange); err != nil {
 		return err
 	}
-	if b.isolation, err = chooseIsolation(b.cfg.Isolation, exe); err != nil {
+	if b.isolation, err = chooseIsolation(b.cfg.Isolation, b.exe); err != nil {
 		return err
 	}
 	if b.isolation == IsolationNamespaces {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/process/apphelper"
 )
 
 // errExited is the readiness wait's answer when the app ends first.
@@ -127,7 +128,7 @@ func (b *Backend) command(spec provisioner.Spec, p *proc) *exec.Cmd {
 	switch b.isolation {
 	case IsolationNamespaces:
 		uid := strconv.FormatUint(uint64(p.uid), 10)
-		cmd = helperCommand(b.exe, "run", uid, uid, p.workdir, b.binary, script(b.cfg.Command))
+		cmd = apphelper.Command(b.exe, "run", uid, uid, p.workdir, b.binary, script(b.cfg.Command))
 		// The helper is root until it execs the app's shell as uid; if
 		// Spawner dies first, nothing of the session may start.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL,

@@ -1,4 +1,11 @@
-package process
+// Package apphelper is the small program that isolates one session's app:
+// in the app's new namespaces it mounts a private /proc, drops to the
+// session's uid and runs the app's shell. Any binary that links this
+// package turns into the helper when started under Name, so both spawner
+// and the lean spawner-demo can serve; spawner-demo starts in a few
+// milliseconds, where spawner first runs about 16 ms of package init for
+// clients the helper never uses (measured on a 2-core machine).
+package apphelper
 
 import (
 	"fmt"
@@ -6,21 +13,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
-// helperName is the argv[0] under which a binary that links this package
+// Name is the argv[0] under which a binary that links this package
 // runs as the app helper instead of its own main. Spawner re-executes
 // itself this way because the steps between entering the namespaces and
 // running the app (mounting /proc, dropping to the session's uid) need
 // code of ours in the new process, and a Go program cannot fork.
-const helperName = "spawner-app-helper"
+const Name = "spawner-app-helper"
 
 // prSetNoNewPrivs is PR_SET_NO_NEW_PRIVS, which package syscall lacks.
 const prSetNoNewPrivs = 38
 
 func init() {
-	if len(os.Args) < 2 || os.Args[0] != helperName {
+	if len(os.Args) < 2 || os.Args[0] != Name {
 		return
 	}
 	if err := helperMain(os.Args[1:]); err != nil {
@@ -30,10 +38,24 @@ func init() {
 	os.Exit(0)
 }
 
-// helperCommand runs the helper in mode with args.
-func helperCommand(exe, mode string, args ...string) *exec.Cmd {
+// LeanBinary is the lean binary that "make build" puts beside spawner; it
+// links this package too.
+const LeanBinary = "spawner-demo"
+
+// Executable is the binary to run the helper with: the lean one beside
+// exe when there is one, else exe itself.
+func Executable(exe string) string {
+	lean := filepath.Join(filepath.Dir(exe), LeanBinary)
+	if st, err := os.Stat(lean); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return lean
+	}
+	return exe
+}
+
+// Command runs the helper binary exe in mode with args.
+func Command(exe, mode string, args ...string) *exec.Cmd {
 	cmd := exec.Command(exe, append([]string{mode}, args...)...)
-	cmd.Args[0] = helperName
+	cmd.Args[0] = Name
 	cmd.Env = []string{}
 	return cmd
 }
@@ -174,4 +196,24 @@ func expose(binary string, src *os.File) error {
 		return fmt.Errorf("bind the app's binary: %w", err)
 	}
 	return nil
+}
+
+// hiddenAncestor is the highest directory on path's way that others may
+// not search, or "" when an unprivileged uid can reach path as it is.
+func hiddenAncestor(path string) string {
+	dir := "/"
+	for _, part := range strings.Split(filepath.Dir(path), "/") {
+		if part == "" {
+			continue
+		}
+		dir = filepath.Join(dir, part)
+		info, err := os.Stat(dir)
+		if err != nil {
+			return ""
+		}
+		if info.Mode().Perm()&0o001 == 0 {
+			return dir
+		}
+	}
+	return ""
 }
