@@ -1,0 +1,95 @@
+package provisioner
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/spawnerhq/spawner/internal/catalog"
+	"github.com/spawnerhq/spawner/messages"
+)
+
+// checkCatalog settles the catalog the provisioner serves and refuses what
+// it cannot: the gateway routes every session by SPAWNER_ROUTING, so an app
+// may not ask for another mode.
+func checkCatalog(cfg Config, routing messages.Routing) (*catalog.Catalog, map[string]messages.EnvPolicy, error) {
+	cat := cfg.Catalog
+	if cat == nil {
+		return catalog.Single(cfg.WarmPool), nil, nil
+	}
+	if cfg.WarmPool > 0 {
+		return nil, nil, errors.New("SPAWNER_WARM_POOL_SIZE applies without SPAWNER_APPS only; set warm_pool per app in the catalog")
+	}
+	policies := map[string]messages.EnvPolicy{}
+	err := cat.Check(func(a catalog.App) error {
+		if a.Routing != "" && a.Routing != string(routing) {
+			return catalog.Fieldf("routing", "%s: this installation routes every session by SPAWNER_ROUTING=%s, "+
+				"and the gateway serves one mode; leave routing out or set it to %s", a.Routing, routing, routing)
+		}
+		if len(a.EnvAllow) > 0 {
+			pol, err := messages.ParseEnvPolicy(strings.Join(a.EnvAllow, ","))
+			if err != nil {
+				return catalog.Fieldf("env_allow", "%v", err)
+			}
+			policies[a.Name] = pol
+		}
+		return nil
+	})
+	return cat, policies, err
+}
+
+// resolve finds the app req names and checks the request against it.
+func (p *Provisioner) resolve(req messages.SpawnRequest) (catalog.App, error) {
+	app, err := p.cat.Resolve(req.App)
+	if err != nil {
+		return app, err
+	}
+	pol, ok := p.appEnv[app.Name]
+	if !ok {
+		pol = p.env
+	}
+	return app, pol.Check(req.Env)
+}
+
+// idleTimeout is the app's idle timeout, or the installation's.
+func (p *Provisioner) idleTimeout(app catalog.App) time.Duration {
+	if app.IdleTimeout > 0 {
+		return app.IdleTimeout
+	}
+	return p.cfg.IdleTimeout
+}
+
+// maxLifetime is the app's max lifetime, or the installation's.
+func (p *Provisioner) maxLifetime(app catalog.App) time.Duration {
+	if app.MaxLifetime > 0 {
+		return app.MaxLifetime
+	}
+	return p.cfg.MaxLifetime
+}
+
+// spec is what the backend needs to start a session of app: the app's
+// defaults under the request's env, and its labels over the request's.
+func (p *Provisioner) spec(id, url string, req messages.SpawnRequest, app catalog.App) Spec {
+	return Spec{SessionID: id, URL: url, BasePath: p.routing.BasePath(id),
+		Env: merge(app.Env, req.Env), Labels: merge(req.Labels, app.Labels),
+		App: app.Name, Command: app.Command, Image: app.Image, Resources: app.Resources,
+		PodTemplate: app.PodTemplate, StatusSource: app.StatusSource}
+}
+
+// merge returns a's entries overwritten by b's; nil when both are empty.
+func merge(a, b map[string]string) map[string]string {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
+	out := make(map[string]string, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
