@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
@@ -63,6 +64,9 @@ type Config struct {
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
 	Metrics *metrics.Metrics `ignored:"true"`
+	// Catalog is the apps /init may pick and GET /apps lists (SPAWNER_APPS);
+	// nil is the single default app.
+	Catalog *catalog.Catalog `ignored:"true"`
 	// AuthConfig holds the API and session token rules; it is embedded so
 	// its variables keep their short names.
 	AuthConfig
@@ -151,6 +155,7 @@ func (g *Gateway) httpRoutes() []route {
 		{"DELETE /sessions/{id}", g.handleDelete, true},
 		{"GET /sessions/{id}/events", g.handleSessionEvents, true},
 		{"GET /events", g.handleEvents, true},
+		{"GET /apps", g.handleApps, true},
 		{"GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}, true},
