@@ -82,6 +82,9 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	// Run fills in what the settings leave open (collectors, URLs, the
 	// token signer) on its own copy: m.Config stays what the caller gave.
 	cfg := m.Config
+	if err := useCatalog(&cfg); err != nil {
+		return err
+	}
 	mx := useMetrics(&cfg)
 	var nc *nats.Conn
 	if (mode == ModeAll && cfg.Bus.URL == "") || cfg.Common.SessionAuth == "token" {

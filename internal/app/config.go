@@ -54,6 +54,9 @@ type Common struct {
 	// SessionSecret (hex, 32 bytes or more) signs session tokens; every
 	// gateway and provisioner must share it. Empty keeps one in DataDir.
 	SessionSecret string `envconfig:"SESSION_SECRET"`
+	// Apps names the app catalog file (YAML or JSON): the named apps a
+	// request may pick. Empty means the settings define one app, "default".
+	Apps string `envconfig:"APPS"`
 }
 
 // LoadConfig reads the environment into a Config.
