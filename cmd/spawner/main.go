@@ -35,6 +35,7 @@ Usage:
   spawner demo         the bundled demo app, on $PORT
   spawner sessions     ls|get|new|rm: manage sessions through the API
   spawner events       print session lifecycle events as they happen
+  spawner apps         ls: list the apps a session may run
   spawner help         this text and every setting
 
 Settings come from the environment; "spawner help" lists them.
@@ -70,6 +71,8 @@ func run(ctx context.Context, mode string, args []string) error {
 		return runSessions(ctx, args, os.Stdout, os.Stderr)
 	case "events":
 		return runEvents(ctx, args, os.Stdout, os.Stderr)
+	case "apps":
+		return runApps(ctx, args, os.Stdout, os.Stderr)
 	case "all", "gateway", "provisioner", "prober", "reaper":
 		return runComponents(ctx, app.Mode(mode))
 	default:
