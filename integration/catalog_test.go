@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/spawnerhq/spawner/internal/app"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -238,5 +240,51 @@ func TestCatalogRefusedAtStart(t *testing.T) {
 				t.Fatalf("Run: %v\nwant an error naming %s and containing %q", err, path, tc.want)
 			}
 		})
+	}
+}
+
+// TestCatalogInTheDashboard: the create form offers the catalog's apps,
+// and a session started with one runs that app.
+func TestCatalogInTheDashboard(t *testing.T) {
+	bin := chromiumPath()
+	if bin == "" {
+		t.Skip("no chromium binary found (install it with: apt-get install -y chromium); skipping the browser test")
+	}
+	cfg := testConfig(t)
+	cfg.Common.Apps = twoAppCatalog(t, 0, 0, "60s")
+	h := start(t, cfg)
+	ctx, problems := openBrowser(t, bin)
+	if err := chromedp.Do(ctx, chromedp.Navigate(h.BaseURL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	options, err := chromedp.Run(ctx, chromedp.Poll[string](`(() => {
+		const o = [...document.querySelectorAll('#new-app option')].map(o => o.value);
+		return o.length === 2 ? o.join(",") : null;
+	})()`, chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		t.Fatalf("the form never offered the two apps: %v", err)
+	}
+	if options != "demo,files" {
+		t.Errorf("the form offers %q, want the default first: demo,files", options)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#new-app"), "files"),
+		chromedp.SendKeys(chromedp.CSS("#new-key"), "files-from-the-browser"),
+		chromedp.Click(chromedp.CSS("#new-btn")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	id, err := chromedp.Run(ctx, chromedp.Poll[string](`(() => {
+		const r = [...document.querySelectorAll('#rows tr[data-status="ready"]')].find(r => r.textContent.includes('files-from-the-browser'));
+		return r && r.querySelector('.app') && r.querySelector('.app').textContent === 'files' ? r.dataset.id : null;
+	})()`, chromedp.WithPollingTimeout(30*time.Second)))
+	if err != nil {
+		t.Fatalf("the files session started by the button never showed as ready with its app: %v", err)
+	}
+	if s, _ := sessionOf(t, h, id); s.App != "files" {
+		t.Errorf("the clicked session runs %q, want files", s.App)
+	}
+	for _, p := range problems() {
+		t.Errorf("browser: %s", p)
 	}
 }
