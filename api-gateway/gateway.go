@@ -110,6 +110,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	if cfg.EventsKeepalive <= 0 {
 		cfg.EventsKeepalive = 15 * time.Second
 	}
+	cfg.Metrics.KnowApps((&Gateway{cfg: cfg}).catalog().Names())
 	routing, err := messages.ParseRouting(cfg.Routing)
 	if err != nil {
 		return nil, fmt.Errorf("SPAWNER_ROUTING: %w", err)

@@ -138,6 +138,11 @@ func TestCatalogTwoApps(t *testing.T) {
 	if _, code := sessionOf(t, h, demo.SessionID); code != http.StatusOK {
 		t.Errorf("the demo session was reaped with files: %d", code)
 	}
+	eventually(t, 10*time.Second, "the per-app session counts", func() bool {
+		m := opsScrape(t, h.BaseURL+"/metrics")
+		return m[`spawner_sessions_terminated_total{app="files",reason="idle"}`] == 1 &&
+			m[`spawner_sessions{app="demo",status="ready"}`] == 1 && m[`spawner_sessions{app="files",status="ready"}`] == 0
+	})
 	if code, _ := get(t, demo.URL); code != http.StatusOK {
 		t.Errorf("demo no longer reachable: %d", code)
 	}

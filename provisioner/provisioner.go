@@ -130,6 +130,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, err
 	}
+	cfg.Metrics.KnowApps(cat.Names())
 	log = log.With("component", "provisioner")
 	return &Provisioner{
 		routing: routing, env: env, cat: cat, appEnv: appEnv, work: newWorkQueue(log),

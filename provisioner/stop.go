@@ -119,7 +119,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	}
 	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
-	p.cfg.Metrics.SessionTerminated(reason)
+	p.cfg.Metrics.SessionTerminated(p.appOf(s), reason)
 	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, App: s.App, Key: s.Key, RequestID: s.RequestID,
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
