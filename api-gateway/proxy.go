@@ -24,6 +24,9 @@ type routeTable struct {
 // sessionRoute is one ready session as the proxy needs it.
 type sessionRoute struct {
 	upstream string
+	// keep says the app sees the /p/<id> prefix: its app routes by
+	// path-keep where the installation routes by path.
+	keep bool
 	// act counts the session's traffic when the proxy is one of its
 	// status sources, and is nil otherwise, so other sessions pay nothing.
 	act *sessionActivity
@@ -39,10 +42,11 @@ func (t *routeTable) apply(s messages.Session) {
 		return
 	}
 	old := t.routes[s.ID]
-	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity {
+	keep := s.Routing == messages.RoutingPathKeep
+	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity && old.keep == keep {
 		return // Keep the activity counted so far.
 	}
-	rt := &sessionRoute{upstream: s.Upstream}
+	rt := &sessionRoute{upstream: s.Upstream, keep: keep}
 	if s.ProxyActivity {
 		rt.act = &sessionActivity{}
 		rt.act.touch()
@@ -171,10 +175,12 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	}
 	g.guardBody(w, r)
 	fwd := forwarding{upstream: rt.upstream, act: rt.act, publicHost: r.Host}
-	if g.router.mode == messages.RoutingPath {
-		// Only under path routing does the app see other paths than the
-		// browser, so only then is X-Forwarded-Prefix set and are its
-		// redirects and cookies rewritten.
+	// Only under path routing does the app see other paths than the
+	// browser, so only then is X-Forwarded-Prefix set and are its
+	// redirects and cookies rewritten; a session whose app routes by
+	// path-keep sees the browser's paths.
+	strip := g.router.mode == messages.RoutingPath && !rt.keep
+	if strip {
 		fwd.prefix = a.prefix
 	}
 	if rt.act != nil {
@@ -185,7 +191,9 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// The request is ours to change: only the path may lose its prefix.
-	g.router.appPath(r, a)
+	if strip {
+		g.router.appPath(r, a)
+	}
 	g.proxy.fast.forward(w, r, fwd)
 }
 

@@ -227,7 +227,7 @@ func TestCatalogRefusedAtStart(t *testing.T) {
 		{"unknown field", "default: a\napps:\n  a: {comand: x}\n", `app "a": unknown field "comand"`},
 		{"no default", "apps:\n  a: {}\n  b: {}\n", `no default`},
 		{"bad duration", "default: a\napps:\n  a: {idle_timeout: soon}\n", `app "a": field "idle_timeout": "soon" is not a duration`},
-		{"routing the gateway cannot serve", "default: a\napps:\n  a: {routing: path-keep}\n", `app "a": field "routing": path-keep: this installation routes every session by SPAWNER_ROUTING=path`},
+		{"routing the gateway cannot serve", "default: a\napps:\n  a: {routing: subdomain}\n", `app "a": field "routing": subdomain: this installation routes by SPAWNER_ROUTING=path`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
@@ -291,5 +291,37 @@ func TestCatalogInTheDashboard(t *testing.T) {
 	}
 	for _, p := range problems() {
 		t.Errorf("browser: %s", p)
+	}
+}
+
+// TestCatalogMixesPathAndPathKeep: in a path-routed installation an app
+// may route by path-keep; its sessions see the /p/<id>/ prefix, the
+// others do not.
+func TestCatalogMixesPathAndPathKeep(t *testing.T) {
+	indented := "      " + strings.ReplaceAll(echoApp, "\n", "\n      ")
+	cfg := testConfig(t)
+	cfg.Common.Apps = writeCatalog(t, "default: plain\napps:\n  plain:\n    command: |\n"+indented+
+		"\n  keep:\n    routing: path-keep\n    command: |\n"+indented+"\n")
+	h := start(t, cfg)
+	for _, tc := range []struct{ app, want string }{{"plain", "/x?y=1"}, {"keep", "/p/%s/x?y=1"}} {
+		var rep messages.SpawnReply
+		if code := post(t, h.BaseURL+"/init", `{"app":"`+tc.app+`"}`, &rep); code != http.StatusCreated {
+			t.Fatalf("POST /init %s: %d %+v", tc.app, code, rep)
+		}
+		code, body := get(t, rep.URL+"x?y=1")
+		var e echoed
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &e) != nil {
+			t.Fatalf("%s: GET: %d %q", tc.app, code, body)
+		}
+		want := tc.want
+		if strings.Contains(want, "%s") {
+			want = fmt.Sprintf(want, rep.SessionID)
+		}
+		if e.Path != want {
+			t.Errorf("%s: the app saw %q, want %q", tc.app, e.Path, want)
+		}
+		if s, _ := sessionOf(t, h, rep.SessionID); tc.app == "keep" && s.Routing != messages.RoutingPathKeep {
+			t.Errorf("keep session routing %q", s.Routing)
+		}
 	}
 }

@@ -56,6 +56,10 @@ type Session struct {
 	Upstream string `json:"upstream,omitempty"`
 	// StatusURL is what the prober polls: the app's /status or a sidecar's.
 	StatusURL string `json:"status_url,omitempty"`
+	// Routing is the session's routing mode when its app sets one; empty
+	// is the installation's. Only path and path-keep mix in one
+	// installation, as both address sessions by /p/<id>/.
+	Routing Routing `json:"routing,omitempty"`
 	// ProxyActivity says the gateway's view of the session's traffic is
 	// one of its activity sources (SPAWNER_STATUS_SOURCE includes proxy).
 	ProxyActivity bool `json:"proxy_activity,omitempty"`

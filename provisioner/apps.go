@@ -22,9 +22,10 @@ func checkCatalog(cfg Config, routing messages.Routing) (*catalog.Catalog, map[s
 	}
 	policies := map[string]messages.EnvPolicy{}
 	err := cat.Check(func(a catalog.App) error {
-		if a.Routing != "" && a.Routing != string(routing) {
-			return catalog.Fieldf("routing", "%s: this installation routes every session by SPAWNER_ROUTING=%s, "+
-				"and the gateway serves one mode; leave routing out or set it to %s", a.Routing, routing, routing)
+		if a.Routing != "" && !mixable(routing, messages.Routing(a.Routing)) {
+			return catalog.Fieldf("routing", "%s: this installation routes by SPAWNER_ROUTING=%s, and the gateway finds "+
+				"sessions by host under subdomain routing and by /p/<id>/ otherwise, one way for all; leave routing out, "+
+				"or mix only path and path-keep", a.Routing, routing)
 		}
 		if len(a.EnvAllow) > 0 {
 			pol, err := messages.ParseEnvPolicy(strings.Join(a.EnvAllow, ","))
@@ -36,6 +37,24 @@ func checkCatalog(cfg Config, routing messages.Routing) (*catalog.Catalog, map[s
 		return nil
 	})
 	return cat, policies, err
+}
+
+// mixable reports whether an app may route by mode in an installation
+// routing by installed: path and path-keep both address sessions by
+// /p/<id>/, and differ only in the path the app sees.
+func mixable(installed, mode messages.Routing) bool {
+	if installed == mode {
+		return true
+	}
+	return installed != messages.RoutingSubdomain && mode != messages.RoutingSubdomain
+}
+
+// routingOf is the app's routing mode, or the installation's.
+func (p *Provisioner) routingOf(app catalog.App) messages.Routing {
+	if app.Routing != "" {
+		return messages.Routing(app.Routing)
+	}
+	return p.routing
 }
 
 // resolve finds the app req names and checks the request against it.
@@ -70,7 +89,7 @@ func (p *Provisioner) maxLifetime(app catalog.App) time.Duration {
 // spec is what the backend needs to start a session of app: the app's
 // defaults under the request's env, and its labels over the request's.
 func (p *Provisioner) spec(id, url string, req messages.SpawnRequest, app catalog.App) Spec {
-	return Spec{SessionID: id, URL: url, BasePath: p.routing.BasePath(id),
+	return Spec{SessionID: id, URL: url, BasePath: p.routingOf(app).BasePath(id),
 		Env: merge(app.Env, req.Env), Labels: merge(req.Labels, app.Labels),
 		App: app.Name, Command: app.Command, Image: app.Image, Resources: app.Resources,
 		PodTemplate: app.PodTemplate, StatusSource: app.StatusSource}

@@ -127,13 +127,18 @@ func TestSpawnRefusesWhatTheAppDoesNotAllow(t *testing.T) {
 	}
 }
 
-func TestCatalogRoutingMustBeTheInstallations(t *testing.T) {
+func TestCatalogRoutingTheGatewayCannotServe(t *testing.T) {
 	cfg := testConfig()
-	cfg.Catalog = mustCatalog(t, "apps:\n  a:\n    routing: path-keep\n")
+	cfg.Catalog = mustCatalog(t, "apps:\n  a:\n    routing: subdomain\n")
 	_, err := provisioner.New(cfg, nil, nil, newMemBackend(), testLogger(t))
-	if err == nil || !strings.Contains(err.Error(), `catalog apps.yaml: app "a": field "routing": path-keep`) ||
+	if err == nil || !strings.Contains(err.Error(), `catalog apps.yaml: app "a": field "routing": subdomain`) ||
 		!strings.Contains(err.Error(), "SPAWNER_ROUTING=path") {
 		t.Fatalf("err = %v", err)
+	}
+	// path and path-keep mix: both address sessions by /p/<id>/.
+	cfg.Catalog = mustCatalog(t, "apps:\n  a:\n    routing: path-keep\n")
+	if _, err := provisioner.New(cfg, nil, nil, newMemBackend(), testLogger(t)); err != nil {
+		t.Fatalf("path-keep in a path installation: %v", err)
 	}
 }
 

@@ -168,7 +168,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	defer p.track(id, false)
 	spec := p.spec(id, p.sessionURL(id), req, app)
 	s := messages.Session{
-		ID: id, App: app.Name, Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
+		ID: id, App: app.Name, Routing: messages.Routing(app.Routing), Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
 		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Owner: p.cfg.Name,
 		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.idleTimeout(app)),
 		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.maxLifetime(app)),
