@@ -24,9 +24,9 @@ type routeTable struct {
 // sessionRoute is one ready session as the proxy needs it.
 type sessionRoute struct {
 	upstream string
-	// keep says the app sees the /p/<id> prefix: its app routes by
-	// path-keep where the installation routes by path.
-	keep bool
+	// mode is the session's own routing mode, from its app; empty is the
+	// installation's. Only path and path-keep differ here.
+	mode messages.Routing
 	// act counts the session's traffic when the proxy is one of its
 	// status sources, and is nil otherwise, so other sessions pay nothing.
 	act *sessionActivity
@@ -42,11 +42,10 @@ func (t *routeTable) apply(s messages.Session) {
 		return
 	}
 	old := t.routes[s.ID]
-	keep := s.Routing == messages.RoutingPathKeep
-	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity && old.keep == keep {
+	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity && old.mode == s.Routing {
 		return // Keep the activity counted so far.
 	}
-	rt := &sessionRoute{upstream: s.Upstream, keep: keep}
+	rt := &sessionRoute{upstream: s.Upstream, mode: s.Routing}
 	if s.ProxyActivity {
 		rt.act = &sessionActivity{}
 		rt.act.touch()
@@ -177,9 +176,13 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	fwd := forwarding{upstream: rt.upstream, act: rt.act, publicHost: r.Host}
 	// Only under path routing does the app see other paths than the
 	// browser, so only then is X-Forwarded-Prefix set and are its
-	// redirects and cookies rewritten; a session whose app routes by
-	// path-keep sees the browser's paths.
-	strip := g.router.mode == messages.RoutingPath && !rt.keep
+	// redirects and cookies rewritten. A session's app may pick path or
+	// path-keep for itself where the installation routes by either.
+	mode := g.router.mode
+	if rt.mode != "" && mode != messages.RoutingSubdomain {
+		mode = rt.mode
+	}
+	strip := mode == messages.RoutingPath
 	if strip {
 		fwd.prefix = a.prefix
 	}
@@ -192,7 +195,7 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request is ours to change: only the path may lose its prefix.
 	if strip {
-		g.router.appPath(r, a)
+		stripPrefix(r, a)
 	}
 	g.proxy.fast.forward(w, r, fwd)
 }

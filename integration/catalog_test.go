@@ -324,4 +324,19 @@ func TestCatalogMixesPathAndPathKeep(t *testing.T) {
 			t.Errorf("keep session routing %q", s.Routing)
 		}
 	}
+
+	// And the other way round: a path app in a path-keep installation.
+	cfg = testConfig(t)
+	cfg.Gateway.Routing, cfg.Provisioner.Routing = "path-keep", "path-keep"
+	cfg.Common.Apps = writeCatalog(t, "default: keep\napps:\n  keep:\n    command: |\n"+indented+
+		"\n  plain:\n    routing: path\n    command: |\n"+indented+"\n")
+	h = start(t, cfg)
+	var rep messages.SpawnReply
+	if code := post(t, h.BaseURL+"/init", `{"app":"plain"}`, &rep); code != http.StatusCreated {
+		t.Fatalf("POST /init plain: %d %+v", code, rep)
+	}
+	var e echoed
+	if code, body := get(t, rep.URL+"x"); code != http.StatusOK || json.Unmarshal([]byte(body), &e) != nil || e.Path != "/x" {
+		t.Errorf("a path app under path-keep routing saw %q (%d %q), want /x", e.Path, code, body)
+	}
 }
