@@ -14,7 +14,7 @@ import (
 type AuthConfig struct {
 	// APITokens, when any is set, are the bearer tokens the API requires.
 	// The proxy path /p/ is not behind them: browsers hold session tokens.
-	APITokens []string `envconfig:"API_TOKENS"`
+	APITokens []string `envconfig:"API_TOKENS" desc:"bearer tokens the API requires, comma-separated; empty leaves it open"`
 	// SessionTokens, when set, makes the proxy require each session's own
 	// access token, as returned by /init.
 	SessionTokens SessionVerifier `ignored:"true"`

@@ -28,39 +28,39 @@ import (
 
 // Config holds the gateway's settings.
 type Config struct {
-	Prefix   string `envconfig:"PREFIX" default:"spawner"`
-	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080"`
+	Prefix   string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080" desc:"the gateway's listen address"`
 	// PublicURL is the base of session URLs; the provisioner builds them.
-	PublicURL    string        `envconfig:"PUBLIC_URL"`
-	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
+	PublicURL    string        `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
+	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
 	// Routing is path, path-keep or subdomain (messages.Routing): how the
 	// proxy finds a session and what path its app sees.
-	Routing string `envconfig:"ROUTING" default:"path"`
+	Routing string `envconfig:"ROUTING" default:"path" desc:"how session URLs map onto apps: path, path-keep or subdomain"`
 	// SessionDomain is the parent of session hosts under subdomain
 	// routing: <id>.<SessionDomain>, with a port if browsers use one.
-	SessionDomain string `envconfig:"SESSION_DOMAIN"`
+	SessionDomain string `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
 	// ProbeInterval is how often the proxy's view of session activity is
 	// published, for sessions with the proxy status source; zero publishes
 	// nothing, for gateways whose sessions never use that source.
-	ProbeInterval time.Duration `envconfig:"PROBE_INTERVAL" default:"5s"`
+	ProbeInterval time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
 	// UpstreamIdle closes idle keep-alive connections to apps. It must be
 	// well below any idle timeout, because an app or sidecar that counts
 	// TCP connections sees an idle pooled connection as a user.
-	UpstreamIdle time.Duration `envconfig:"PROXY_UPSTREAM_IDLE" default:"1s"`
+	UpstreamIdle time.Duration `envconfig:"PROXY_UPSTREAM_IDLE" default:"1s" desc:"idle keep-alive connections to apps close after this"`
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
-	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"5s"`
+	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"5s" desc:"on shutdown, how long requests in flight may finish"`
 	// EventsKeepalive is how often an idle event stream gets a comment, so
 	// that proxies and load balancers do not close it.
-	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s"`
+	EventsKeepalive time.Duration `envconfig:"EVENTS_KEEPALIVE" default:"15s" desc:"comment interval on idle event streams"`
 	// APIBodyTimeout bounds how long an API request body may take to
 	// arrive; without it a body trickled at 1 byte/s was read forever.
 	// Negative turns it off.
-	APIBodyTimeout time.Duration `envconfig:"API_BODY_TIMEOUT" default:"10s"`
+	APIBodyTimeout time.Duration `envconfig:"API_BODY_TIMEOUT" default:"10s" desc:"an API request body must arrive within this (408 otherwise); negative turns it off"`
 	// ProxyBodyIdle cuts a request body on its way to an app when nothing
 	// arrives for this long; after that long, ProxyBodyMinRate (bytes per
 	// second, on average) must also be kept. Negative turns each off.
-	ProxyBodyIdle    time.Duration `envconfig:"PROXY_BODY_IDLE" default:"30s"`
-	ProxyBodyMinRate int64         `envconfig:"PROXY_BODY_MIN_RATE" default:"1024"`
+	ProxyBodyIdle    time.Duration `envconfig:"PROXY_BODY_IDLE" default:"30s" desc:"a request body to an app that sends nothing for this long is cut; negative turns it off"`
+	ProxyBodyMinRate int64         `envconfig:"PROXY_BODY_MIN_RATE" default:"1024" desc:"bytes per second a request body to an app must average once SPAWNER_PROXY_BODY_IDLE has passed; negative turns it off"`
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
 	Metrics *metrics.Metrics `ignored:"true"`
@@ -193,6 +193,10 @@ func (g *Gateway) Handler() http.Handler {
 		mux.ServeHTTP(w, r)
 	})
 }
+
+// Ready is closed once the gateway has loaded the session registry, from
+// when /readyz answers 200 and the proxy knows every session.
+func (g *Gateway) Ready() <-chan struct{} { return g.cache.Synced() }
 
 // proxyRoute is the handler of /p/: the proxy, or under subdomain routing
 // an answer that says where sessions are.

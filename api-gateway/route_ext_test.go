@@ -212,3 +212,37 @@ func TestProxyActivityIsPublished(t *testing.T) {
 	data, _ := json.Marshal(last)
 	t.Logf("last report: %s", data)
 }
+
+// Under subdomain routing a session token in the query becomes a cookie
+// of the session's host alone: no Domain, the whole host's path.
+func TestSubdomainSessionTokenCookieIsHostOnly(t *testing.T) {
+	const domain = "sessions.localhost:8080"
+	s := newSiteWith(t, func(c *gateway.Config) {
+		c.Routing, c.SessionDomain, c.SessionTokens = "subdomain", domain, tokenOf{}
+	})
+	up, _ := echoUpstream(t, "A")
+	id := s.addReady(t, up)
+	host := id + "." + domain
+	if r := s.do(t, http.MethodGet, "/x", nil, "Host", host); r.status != http.StatusUnauthorized {
+		t.Errorf("no token: %d", r.status)
+	}
+	r := s.do(t, http.MethodGet, "/x?spawner_token=tok-"+id+"&a=1", nil, "Host", host)
+	cookies := (&http.Response{Header: r.header}).Cookies()
+	if r.status != http.StatusSeeOther || len(cookies) != 1 {
+		t.Fatalf("token in the query: %d, cookies %v", r.status, r.header.Values("Set-Cookie"))
+	}
+	if c := cookies[0]; c.Path != "/" || c.Domain != "" || !c.HttpOnly || c.Value != "tok-"+id {
+		t.Errorf("session cookie %+v, want host-only, Path=/, HttpOnly", c)
+	}
+	if loc := r.header.Get("Location"); loc != "/x?a=1" {
+		t.Errorf("redirect to %q", loc)
+	}
+	seen := decodeSeen(t, s.do(t, http.MethodGet, "/x", nil, "Host", host, "Cookie", "spawner_session=tok-"+id))
+	if seen.Name != "A" {
+		t.Errorf("the cookie did not open the session: %+v", seen)
+	}
+	other := s.addReady(t, up)
+	if r := s.do(t, http.MethodGet, "/x", nil, "Host", other+"."+domain, "Cookie", "spawner_session=tok-"+id); r.status != http.StatusUnauthorized {
+		t.Errorf("one session's token opened another: %d", r.status)
+	}
+}

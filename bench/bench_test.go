@@ -50,15 +50,32 @@ func FuzzParseWrk(f *testing.F) {
 }
 
 func TestParseGoBench(t *testing.T) {
-	out := "goos: linux\nBenchmarkSessionLookup/fast-2   \t 5350944\t       680.1 ns/op\t       0 B/op\t       0 allocs/op\n" +
+	out := "goos: linux\nBenchmarkSessionLookup/serial-2 \t 5350944\t       680.1 ns/op\t       0 B/op\t       0 allocs/op\n" +
 		"BenchmarkKubeSpawn-2 \t 20 \t 122050000 ns/op \t 118.5 p50-ms \t 300.1 p99-ms\nPASS\n"
 	got := ParseGoBench(out)
-	if len(got) != 2 || got[0].Name != "BenchmarkSessionLookup/fast" || got[0].Metrics["ns/op"] != 680.1 || got[0].Metrics["allocs/op"] != 0 {
+	if len(got) != 2 || got[0].Name != "BenchmarkSessionLookup/serial" || got[0].Metrics["ns/op"] != 680.1 || got[0].Metrics["allocs/op"] != 0 {
 		t.Fatalf("ParseGoBench = %+v", got)
 	}
 	row := goBenchRow("kube", got[1:])
 	if row.Spawner != "118.50 ms (p99-ms 300.10)" {
 		t.Fatalf("row shows %q", row.Spawner)
+	}
+}
+
+func TestLookupRowsReadTheLiveBenchmark(t *testing.T) {
+	out := "BenchmarkSessionLookup/serial-2   \t 5350944\t       61.5 ns/op\t       0 B/op\t       0 allocs/op\n" +
+		"BenchmarkSessionLookup/parallel-2 \t 9000000\t       33.0 ns/op\t       0 B/op\t       0 allocs/op\nPASS\n"
+	rows := lookupRows(ParseGoBench(out))
+	if len(rows) != 3 || rows[0].Spawner != "62 ns" || rows[0].Met != "yes" || rows[2].Spawner != "33 ns" {
+		t.Fatalf("rows = %+v", rows)
+	}
+	allocating := strings.Replace(out, "0 B/op\t       0 allocs/op", "48 B/op\t       2 allocs/op", 1)
+	if rows := lookupRows(ParseGoBench(allocating)); rows[0].Met != "no" || rows[1].Spawner != "2" {
+		t.Fatalf("an allocating lookup was reported as %+v", rows)
+	}
+	old := "BenchmarkSessionLookup/fast-2 \t 1 \t 680 ns/op \t 0 allocs/op\n"
+	if rows := lookupRows(ParseGoBench(old)); rows != nil {
+		t.Fatalf("the old sub-benchmark names were read: %+v", rows)
 	}
 }
 
@@ -91,5 +108,26 @@ func TestWriteMarkdownCountsGoals(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestStartSampleRowsJudgeTheOverhead(t *testing.T) {
+	var s startSample
+	s.n = 100
+	for i := range 100 {
+		s.direct = append(s.direct, 200*time.Millisecond+time.Duration(i)*time.Microsecond)
+		// 3 ms slower at p50, 30 ms slower at p99.
+		extra := 3 * time.Millisecond
+		if i >= 98 {
+			extra = 30 * time.Millisecond
+		}
+		s.viaSpawner = append(s.viaSpawner, s.direct[i]+extra)
+	}
+	rows := s.rows("app ready after 200ms", true)
+	if len(rows) != 2 || rows[0].Met != "yes" || rows[1].Met != "no" || !strings.Contains(rows[0].Spawner, "(+3.00 ms)") {
+		t.Fatalf("rows = %+v", rows)
+	}
+	if rows := s.rows("isolation none", false); rows[0].Met != "—" || rows[0].Goal != "" {
+		t.Fatalf("a row without a goal was judged: %+v", rows[0])
 	}
 }

@@ -9,17 +9,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spawnerhq/spawner/internal/app"
 	"github.com/spawnerhq/spawner/messages"
-	"github.com/spawnerhq/spawner/provisioner"
 )
 
 // inProcess is an all-in-one Spawner running in this process through
@@ -124,58 +120,6 @@ func (p *inProcess) remove(ctx context.Context, id string) error {
 	return nil
 }
 
-// startDirect starts the demo app the way a user would without Spawner
-// and waits with the process backend's readiness loop; it returns the
-// process, already being reaped, to kill.
-func startDirect(ctx context.Context, bin string) (*os.Process, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "demo")
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "HOST=127.0.0.1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	if err := awaitStatus(ctx, exited, "http://127.0.0.1:"+strconv.Itoa(port)+"/status"); err != nil {
-		_ = cmd.Process.Kill()
-		return nil, err
-	}
-	return cmd.Process, nil
-}
-
-var readyChecker = provisioner.NewStatusChecker()
-
-// awaitStatus is provisioner/process's readiness loop (ready.go): the
-// same status checker, polled with the same backoff.
-func awaitStatus(ctx context.Context, exited <-chan struct{}, url string) error {
-	for attempt := 0; ; attempt++ {
-		if ok, _ := readyChecker.Listening(ctx, url); ok {
-			return nil
-		}
-		select {
-		case <-exited:
-			return errors.New("the app exited before it was ready")
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(readyBackoff(attempt)):
-		}
-	}
-}
-
-// readyBackoff is provisioner/process's backoff.
-func readyBackoff(attempt int) time.Duration {
-	if attempt < readyFastPolls {
-		return time.Millisecond
-	}
-	return min(time.Millisecond<<min(attempt-readyFastPolls+1, 6), 50*time.Millisecond)
-}
-
-const readyFastPolls = 50
-
 // removeAll deletes sessions with a few callers at once.
 func (p *inProcess) removeAll(ctx context.Context, ids []string) {
 	var wg sync.WaitGroup
@@ -188,55 +132,4 @@ func (p *inProcess) removeAll(ctx context.Context, ids []string) {
 		})
 	}
 	wg.Wait()
-}
-
-// SpawnLatency times POST /init to a ready URL on the process backend,
-// interleaved with starting the same demo app directly.
-func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
-	sec := Section{Title: "Spawn latency, process backend", PeerName: "starting the same demo app directly (`spawner demo` with PORT) and polling its /status with the same readiness loop"}
-	p, err := startInProcess(ctx, env, "spawn-latency")
-	if err != nil {
-		return sec, err
-	}
-	defer func() { _ = p.stop() }()
-	n := pick(env, 200, 30)
-	const warmup = 10
-	var viaSpawner, direct Durations
-	var ids []string
-	defer func() { p.removeAll(context.WithoutCancel(ctx), ids) }()
-	for i := range n + warmup {
-		start := time.Now()
-		id, err := p.spawn(ctx)
-		took := time.Since(start)
-		if err != nil {
-			return sec, fmt.Errorf("spawn %d: %w", i, err)
-		}
-		ids = append(ids, id)
-		start = time.Now()
-		proc, err := startDirect(ctx, env.SpawnerBin)
-		dtook := time.Since(start)
-		if err != nil {
-			return sec, fmt.Errorf("direct start %d: %w", i, err)
-		}
-		_ = proc.Kill()
-		if i >= warmup {
-			viaSpawner = append(viaSpawner, took)
-			direct = append(direct, dtook)
-		}
-		if len(ids) >= 50 { // keep the machine from filling with idle apps
-			p.removeAll(ctx, ids)
-			ids = ids[:0]
-		}
-	}
-	for _, pct := range []struct {
-		p    float64
-		goal time.Duration
-	}{{50, 5 * time.Millisecond}, {99, 20 * time.Millisecond}} {
-		s, d := viaSpawner.Percentile(pct.p), direct.Percentile(pct.p)
-		sec.Rows = append(sec.Rows, Row{Metric: fmt.Sprintf("/init to ready URL, p%.0f (%d spawns)", pct.p, n),
-			Spawner: fmt.Sprintf("%s (%s)", Ms(s), SignedMs(s-d)), Peer: Ms(d), Ratio: Ratio(float64(s), float64(d)),
-			Goal: "overhead ≤ " + Ms(pct.goal), Met: Met(s-d <= pct.goal)})
-	}
-	sec.Notes = append(sec.Notes, "Each spawn is followed by one direct start, so both see the same machine. Sessions are deleted in batches of 50 between spawns, outside the timed calls.")
-	return sec, nil
 }

@@ -19,3 +19,15 @@ func (d Durations) Percentile(p float64) time.Duration {
 	rank := int(float64(len(s))*p/100+0.999999) - 1
 	return s[max(0, min(rank, len(s)-1))]
 }
+
+// Mean returns the sample's average, or 0 for an empty sample.
+func (d Durations) Mean() time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, v := range d {
+		sum += v
+	}
+	return sum / time.Duration(len(d))
+}

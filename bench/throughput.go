@@ -18,7 +18,7 @@ import (
 // loop, for several N, against N workers starting the demo app directly.
 func SpawnThroughput(ctx context.Context, env *Env) (Section, error) {
 	sec := Section{Title: "Spawn throughput, process backend",
-		PeerName: "the same number of workers each starting the demo app directly, waiting for /status and killing it"}
+		PeerName: "the same number of workers each starting the demo app directly, waiting for its /status (polled every 1 ms) and killing it"}
 	p, err := startInProcess(ctx, env, "spawn-throughput")
 	if err != nil {
 		return sec, err
@@ -127,7 +127,7 @@ func directLoad(ctx context.Context, bin string, n int, d time.Duration) (float6
 	for range n {
 		wg.Go(func() {
 			for loadCtx.Err() == nil {
-				proc, err := startDirect(ctx, bin)
+				proc, err := startDirect(ctx, bin, "demo")
 				if err != nil {
 					failed.Add(1)
 					continue

@@ -1,6 +1,7 @@
 # Spawner in every mode: "spawner gateway", "spawner provisioner", "spawner
 # nats" and so on. The context is a directory holding the static binary
-# (CGO_ENABLED=0) as "spawner" and an empty directory "data"; "make images"
+# (CGO_ENABLED=0) as "spawner" (beside spawner-demo, for demo.Dockerfile)
+# and an empty directory "data"; "make images"
 # prepares it. Nothing is pulled: the image starts from scratch.
 FROM scratch
 COPY spawner /spawner

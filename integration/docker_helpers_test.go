@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +53,8 @@ func dockerEngine(t *testing.T) *client.Client {
 	return cli
 }
 
-// buildTestImages builds both images from the suite's spawner binary, so
+// buildTestImages builds both images from the suite's spawner binary (and
+// spawner-demo, built here), so
 // the Dockerfiles are what the tests exercise.
 func buildTestImages() {
 	dir, err := os.MkdirTemp("", "spawner-images-")
@@ -67,6 +69,15 @@ func buildTestImages() {
 	}
 	if err == nil {
 		err = os.Mkdir(filepath.Join(dir, "data"), 0o755)
+	}
+	if err == nil { // demo.Dockerfile holds the lean demo binary
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, "spawner-demo"), "../cmd/spawner-demo")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, for FROM scratch
+		var out []byte
+		out, err = build.CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("build spawner-demo: %w: %s", err, out)
+		}
 	}
 	if err != nil {
 		imagesErr = err.Error()

@@ -74,7 +74,9 @@ func testConfig(t testing.TB) app.Config {
 	cfg.Common.DataDir = t.TempDir()
 	cfg.Bus.Listen = "127.0.0.1:-1"
 	cfg.Gateway.HTTPAddr = "127.0.0.1:0"
-	cfg.Prober.Interval = 500 * time.Millisecond
+	// The gateway reports proxy activity as often as the prober probes;
+	// both read SPAWNER_PROBE_INTERVAL.
+	cfg.Prober.Interval, cfg.Gateway.ProbeInterval = 500*time.Millisecond, 500*time.Millisecond
 	cfg.Provisioner.SpawnTimeout = 20 * time.Second
 	cfg.Gateway.SpawnTimeout = 20 * time.Second
 	cfg.Provisioner.Reconcile = 2 * time.Second

@@ -20,10 +20,10 @@ import (
 
 // Config holds the prober's settings.
 type Config struct {
-	Prefix      string        `envconfig:"PREFIX" default:"spawner"`
-	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s"`
-	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s"`
-	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256"`
+	Prefix      string        `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
+	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s" desc:"one probe's time limit"`
+	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256" desc:"probes in flight at once"`
 	// Metrics records probe latency and failures; nil records nothing.
 	Metrics *metrics.Metrics `ignored:"true"`
 }

@@ -23,34 +23,34 @@ import (
 
 // Config holds the provisioner's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner"`
+	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
 	// Backend names the backend, recorded in every session.
-	Backend string `envconfig:"BACKEND" default:"process"`
+	Backend string `envconfig:"BACKEND" default:"process" desc:"what a session runs as: process, docker or kubernetes"`
 	// Name identifies this provisioner; it owns the sessions it starts. A
 	// stable name lets a restarted provisioner adopt its old records.
-	Name string `envconfig:"PROVISIONER_NAME"`
+	Name string `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
 	// PublicURL is the base of session URLs: <PublicURL>/p/<id>/.
-	PublicURL string `envconfig:"PUBLIC_URL"`
+	PublicURL string `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
 	// Routing is path, path-keep or subdomain; it shapes session URLs and
 	// the base path apps get (messages.Routing).
-	Routing string `envconfig:"ROUTING" default:"path"`
+	Routing string `envconfig:"ROUTING" default:"path" desc:"how session URLs map onto apps: path, path-keep or subdomain"`
 	// SessionDomain is the parent domain of session hosts under subdomain
 	// routing: <id>.<SessionDomain>.
-	SessionDomain string        `envconfig:"SESSION_DOMAIN"`
-	Concurrency   int           `envconfig:"SPAWN_CONCURRENCY" default:"64"`
-	SpawnTimeout  time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s"`
-	IdleTimeout   time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m"`
-	MaxLifetime   time.Duration `envconfig:"MAX_LIFETIME" default:"0"`
-	MaxSessions   int           `envconfig:"MAX_SESSIONS" default:"0"`
+	SessionDomain string        `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
+	Concurrency   int           `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
+	SpawnTimeout  time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
+	IdleTimeout   time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
+	MaxLifetime   time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
+	MaxSessions   int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
 	// EnvAllow lists the env names and prefixes (NAME*) requests may set;
 	// empty means any but messages.DefaultEnvDeny.
-	EnvAllow  string        `envconfig:"ENV_ALLOW"`
-	Reconcile time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s"`
+	EnvAllow  string        `envconfig:"ENV_ALLOW" desc:"env names and PREFIX*es a request may set; empty refuses the loader variables of the default deny list"`
+	Reconcile time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s" desc:"how often the registry is compared with the backend"`
 	// WarmPool is how many ready, unclaimed sessions to keep at hand.
-	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0"`
+	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0" desc:"ready, unclaimed sessions kept at hand"`
 	// StopOnShutdown stops this provisioner's sessions when it exits. It
 	// is right for the process backend, whose sessions cannot outlive it.
-	StopOnShutdown bool `envconfig:"STOP_ON_SHUTDOWN"`
+	StopOnShutdown bool `envconfig:"STOP_ON_SHUTDOWN" desc:"stop this provisioner's sessions when it exits (always on for the process backend)"`
 	// Metrics records spawns, failures and terminations; nil records nothing.
 	Metrics *metrics.Metrics `ignored:"true"`
 	// Tokens, when set, gives every reply the session's access token.

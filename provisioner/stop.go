@@ -111,7 +111,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	if err := p.backend.Stop(ctx, s.ID); err != nil {
 		return fmt.Errorf("stop instance of %s: %w", s.ID, err)
 	}
-	if err := p.reg.Delete(ctx, s.ID, rev); err != nil && !errors.Is(err, registry.ErrConflict) {
+	if err := p.deleteRecord(ctx, s.ID, rev); err != nil {
 		return err
 	}
 	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
@@ -124,6 +124,38 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
 	return nil
+}
+
+// deleteRecord removes a stopped session's record. When the answer is
+// lost, as when NATS dies after storing the delete but before it acks, it
+// asks the registry whether the delete happened once NATS is back, so that
+// the terminated event is not skipped: the fault suite lost a session's
+// event that way, because the retried stop found no record and so had
+// nothing to report. A conflict means someone else changed the record,
+// which was fine before this change too.
+func (p *Provisioner) deleteRecord(ctx context.Context, id string, rev uint64) error {
+	err := p.reg.Delete(ctx, id, rev)
+	if err == nil || errors.Is(err, registry.ErrConflict) {
+		return nil
+	}
+	checkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.SpawnTimeout)
+	defer cancel()
+	for {
+		_, getErr := p.reg.Get(checkCtx, id)
+		if errors.Is(getErr, registry.ErrNotFound) {
+			return nil
+		}
+		if getErr == nil {
+			if err = p.reg.Delete(checkCtx, id, rev); err == nil || errors.Is(err, registry.ErrConflict) {
+				return nil
+			}
+		}
+		select {
+		case <-checkCtx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // abandoned reports a creating record whose spawn can no longer finish: no

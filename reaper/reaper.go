@@ -23,14 +23,14 @@ import (
 
 // Config holds the reaper's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner"`
+	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
 	// FailureGrace is how long probes may fail before the session ends.
-	FailureGrace time.Duration `envconfig:"PROBE_FAILURE_GRACE" default:"30s"`
+	FailureGrace time.Duration `envconfig:"PROBE_FAILURE_GRACE" default:"30s" desc:"a session whose probes fail this long ends (unhealthy)"`
 	// Sweep is how often records are checked for their lifetime, which
 	// must end sessions even when no heartbeat arrives.
-	Sweep       time.Duration `envconfig:"LIFETIME_SWEEP" default:"15s"`
-	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"10s"`
-	Concurrency int           `envconfig:"REAP_CONCURRENCY" default:"64"`
+	Sweep       time.Duration `envconfig:"LIFETIME_SWEEP" default:"15s" desc:"how often sessions are checked against their maximum lifetime"`
+	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"10s" desc:"how long the reaper waits for one stop request"`
+	Concurrency int           `envconfig:"REAP_CONCURRENCY" default:"64" desc:"stop requests the reaper has in flight at once"`
 	// Metrics counts reaps by reason; nil records nothing.
 	Metrics *metrics.Metrics `ignored:"true"`
 }

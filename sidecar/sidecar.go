@@ -14,10 +14,10 @@ import (
 // Config is the sidecar's configuration, read from the environment.
 type Config struct {
 	// AppPort is the port the app listens on, whose connections count.
-	AppPort int `envconfig:"APP_PORT" required:"true"`
+	AppPort int `envconfig:"APP_PORT" required:"true" desc:"the app's port, whose connections count as activity (spawner sidecar)"`
 	// ListenAddr is where the sidecar serves /status; it must not be the
 	// app port, or the prober's own polls would count as activity.
-	ListenAddr string `envconfig:"SIDECAR_ADDR" default:":7070"`
+	ListenAddr string `envconfig:"SIDECAR_ADDR" default:":7070" desc:"where spawner sidecar serves /status"`
 }
 
 // DefaultListenAddr is the sidecar's address when Config.ListenAddr is empty.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -34,7 +35,9 @@ const sessionsUsage = `Usage:
       --no-follow        stop once the stored events are printed
 
 Every verb takes:
-  --api URL      the gateway (SPAWNER_API_URL, default http://localhost:8080)
+  --api URL      the gateway (SPAWNER_API_URL; when unset, the address in
+                 SPAWNER_HTTP_ADDR, so ":9090" means http://127.0.0.1:9090;
+                 with neither, http://127.0.0.1:8080)
   --token T      a Bearer token (SPAWNER_API_TOKEN)
   -o FORMAT      table (default) or json
 `
@@ -42,13 +45,14 @@ Every verb takes:
 // cliOptions are the flags every API verb takes.
 type cliOptions struct {
 	api, token, output string
+	// apiFrom says where api came from, for errors that name it.
+	apiFrom string
+	fs      *flag.FlagSet
 }
 
 func (o *cliOptions) register(fs *flag.FlagSet) {
-	api := os.Getenv("SPAWNER_API_URL")
-	if api == "" {
-		api = "http://localhost:8080"
-	}
+	api, from := defaultAPI(os.Getenv)
+	o.apiFrom, o.fs = from, fs
 	fs.StringVar(&o.api, "api", api, "the gateway's URL")
 	fs.StringVar(&o.token, "token", os.Getenv("SPAWNER_API_TOKEN"), "a Bearer token for the API")
 	fs.StringVar(&o.output, "o", "table", "output format: table or json")
@@ -91,13 +95,17 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 
 // runSessions is "spawner sessions ls|get|new|rm".
 func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o cliOptions
+	return o.explain(sessions(ctx, &o, args, stdout, stderr))
+}
+
+func sessions(ctx context.Context, o *cliOptions, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, sessionsUsage)
 		return nil
 	}
 	verb := args[0]
 	fs := newFlagSet("sessions "+verb, stderr)
-	var o cliOptions
 	o.register(fs)
 	var req messages.SpawnRequest
 	if verb == "new" {
@@ -163,6 +171,9 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		var failed []string
 		for _, id := range pos {
 			if err := c.Delete(ctx, id); err != nil {
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					return err // explain says where the gateway was looked for
+				}
 				fmt.Fprintf(stderr, "%s: %v\n", id, err)
 				failed = append(failed, id)
 				continue
@@ -185,8 +196,12 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // runEvents is "spawner events": it prints events until the stream ends,
 // the user interrupts, or, with --no-follow, the replay is done.
 func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("events", stderr)
 	var o cliOptions
+	return o.explain(events(ctx, &o, args, stdout, stderr))
+}
+
+func events(ctx context.Context, o *cliOptions, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("events", stderr)
 	o.register(fs)
 	var opts client.EventsOptions
 	fs.StringVar(&opts.SessionID, "session", "", "one session's events")

@@ -6,24 +6,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/kelseyhightower/envconfig"
 
 	"github.com/spawnerhq/spawner/internal/app"
-	"github.com/spawnerhq/spawner/internal/demo"
-	"github.com/spawnerhq/spawner/sidecar"
+	"github.com/spawnerhq/spawner/internal/lean"
 )
 
 const usage = `spawner: a back-end process for every browser session.
 
 Usage:
   spawner [all]        gateway, provisioner, prober and reaper in one process,
-                       on an embedded NATS server unless SPAWNER_NATS_URL is set
+                       on an embedded NATS server unless SPAWNER_NATS_URL is set;
+                       every component mode takes --application-image IMAGE,
+                       an alias of SPAWNER_APPLICATION_IMAGE
   spawner gateway      the HTTP API and the /p/<id>/ proxy
   spawner provisioner  the worker pool that starts and stops sessions
   spawner prober       polls each session's /status and publishes heartbeats
@@ -32,20 +29,27 @@ Usage:
   spawner nats-flags [ROLE]
                        nats CLI flags that connect as ROLE (default client)
   spawner sidecar      serves /status from the kernel's TCP table (SPAWNER_APP_PORT)
-  spawner demo         the bundled demo app, on $PORT
+  spawner demo         the bundled demo app, on $PORT; spawner-demo, beside this
+                       binary after "make build", is the same app, lean, and
+                       the default app when present
   spawner sessions     ls|get|new|rm: manage sessions through the API
   spawner events       print session lifecycle events as they happen
   spawner apps         ls: list the apps a session may run
+  spawner doctor       check ports, NATS, the backend, the app command and the
+                       data dir; prints a fix for each failure
+  spawner version      the version, commit and Go version of this binary
   spawner help         this text and every setting
+
+The CLI verbs (sessions, events) reach the gateway at SPAWNER_API_URL, or,
+when it is unset, at the address in SPAWNER_HTTP_ADDR (":9090" means
+http://127.0.0.1:9090); --api URL overrides both. SPAWNER_API_TOKEN is
+their bearer token.
 
 Settings come from the environment; "spawner help" lists them.
 `
 
 func main() {
-	mode, args := "all", []string{}
-	if len(os.Args) > 1 {
-		mode, args = os.Args[1], os.Args[2:]
-	}
+	mode, args := splitMode(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, mode, args); err != nil {
@@ -60,9 +64,9 @@ func run(ctx context.Context, mode string, args []string) error {
 		fmt.Print(usage, "\nSettings:\n", app.Usage())
 		return nil
 	case "demo":
-		return runDemo(ctx)
+		return lean.Demo(ctx)
 	case "sidecar":
-		return runSidecar(ctx)
+		return lean.Sidecar(ctx)
 	case "nats":
 		return runNATS(ctx)
 	case "nats-flags":
@@ -73,7 +77,15 @@ func run(ctx context.Context, mode string, args []string) error {
 		return runEvents(ctx, args, os.Stdout, os.Stderr)
 	case "apps":
 		return runApps(ctx, args, os.Stdout, os.Stderr)
+	case "version", "--version":
+		printVersion()
+		return nil
+	case "doctor":
+		return runDoctor(ctx, args, os.Stdout)
 	case "all", "gateway", "provisioner", "prober", "reaper":
+		if err := applyComponentFlags(args, os.Stderr); err != nil {
+			return err
+		}
 		return runComponents(ctx, app.Mode(mode))
 	default:
 		return fmt.Errorf("unknown mode %q\n\n%s", mode, usage)
@@ -94,26 +106,4 @@ func runComponents(ctx context.Context, mode app.Mode) error {
 	}
 	m := app.NewMain(cfg, log)
 	return m.Run(ctx, mode)
-}
-
-func runDemo(ctx context.Context) error {
-	var cfg demo.Config
-	if err := envconfig.Process("", &cfg); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "demo")
-	return demo.New(cfg, time.Now, log).Run(ctx)
-}
-
-func runSidecar(ctx context.Context) error {
-	var cfg sidecar.Config
-	if err := envconfig.Process(app.EnvPrefix, &cfg); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "sidecar")
-	s, err := sidecar.New(cfg, time.Now, log)
-	if err != nil {
-		return err
-	}
-	return s.Run(ctx)
 }

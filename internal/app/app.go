@@ -239,6 +239,9 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, cfg *Config, nc *na
 		return err
 	}
 	addActor(ctx, g, func(ctx context.Context) error { return gw.Serve(ctx, ln) })
+	// Started promises a gateway that serves: /readyz says 200 only once
+	// the registry is loaded.
+	m.waitFor = append(m.waitFor, gw.Ready())
 	return nil
 }
 
@@ -307,7 +310,7 @@ func (m *Main) demoCommand() string {
 	if err != nil {
 		return ""
 	}
-	return shellQuote(exe) + " demo"
+	return DefaultDemoCommand(exe)
 }
 
 func shellQuote(s string) string {

@@ -3,12 +3,13 @@
 // Main does, so what the tests prove is what ships.
 package app
 
+//go:generate go run ./gensettings ../../README.md
+
 import (
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -41,22 +42,22 @@ type Config struct {
 
 // Common holds the settings that belong to no single component.
 type Common struct {
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat string `envconfig:"LOG_FORMAT" default:"text"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 	// DataDir holds the embedded NATS server's JetStream files.
-	DataDir string `envconfig:"DATA_DIR" default:".spawner"`
+	DataDir string `envconfig:"DATA_DIR" default:".spawner" desc:"where the embedded NATS server keeps its JetStream files"`
 	// MetricsAddr serves /metrics on its own listener, for processes that
 	// run no gateway; the gateway always serves /metrics too.
-	MetricsAddr string `envconfig:"METRICS_ADDR"`
+	MetricsAddr string `envconfig:"METRICS_ADDR" desc:"a separate /metrics listener, for components without the gateway"`
 	// SessionAuth is "none" or "token": with "token", /init returns a
 	// session token and the proxy lets only its holders in.
-	SessionAuth string `envconfig:"SESSION_AUTH" default:"none"`
+	SessionAuth string `envconfig:"SESSION_AUTH" default:"none" desc:"none, or token: each session's URL needs its own token"`
 	// SessionSecret (hex, 32 bytes or more) signs session tokens; every
 	// gateway and provisioner must share it. Empty keeps one in DataDir.
-	SessionSecret string `envconfig:"SESSION_SECRET"`
+	SessionSecret string `envconfig:"SESSION_SECRET" desc:"hex secret that signs session tokens (default: kept in the data dir); share it between replicas"`
 	// Apps names the app catalog file (YAML or JSON): the named apps a
 	// request may pick. Empty means the settings define one app, "default".
-	Apps string `envconfig:"APPS"`
+	Apps string `envconfig:"APPS" desc:"the app catalog file, YAML or JSON; see App catalog (default: one app, default, from the other settings)"`
 }
 
 // LoadConfig reads the environment into a Config.
@@ -90,26 +91,4 @@ func NewLogger(c Common) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("log format %q: want text or json", c.LogFormat)
 	}
-}
-
-// Usage lists every variable once, with its default, for the help text.
-func Usage() string {
-	var c Config
-	var raw strings.Builder
-	for _, part := range c.parts() {
-		_ = envconfig.Usagef(EnvPrefix, part, &raw, "{{range .}}{{usage_key .}}\t{{usage_default .}}\n{{end}}")
-	}
-	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
-	seen := map[string]bool{}
-	for _, line := range strings.Split(raw.String(), "\n") {
-		key, _, _ := strings.Cut(line, "\t")
-		if key == "" || seen[key] {
-			continue
-		}
-		seen[key] = true
-		fmt.Fprintf(tw, "  %s\n", line)
-	}
-	_ = tw.Flush()
-	return b.String()
 }

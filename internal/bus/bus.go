@@ -25,31 +25,31 @@ import (
 // Config holds how to reach NATS and how to lay out Spawner's state on it.
 type Config struct {
 	// URL of an external NATS; empty runs the embedded server.
-	URL string `envconfig:"NATS_URL"`
+	URL string `envconfig:"NATS_URL" desc:"NATS to use; empty runs the embedded server (all-in-one only)"`
 	// Listen is the embedded server's TCP address, so other services and the
 	// nats CLI can reach it. Empty or "off" keeps the all-in-one's NATS
 	// in-process only; "spawner nats" then listens on 127.0.0.1:4222. A
 	// listening server requires credentials: the operator's, or role NKeys
 	// it generates into the data dir.
-	Listen string `envconfig:"NATS_LISTEN"`
+	Listen string `envconfig:"NATS_LISTEN" desc:"the embedded server's client address; empty or off keeps the all-in-one's NATS in-process (spawner nats then uses 127.0.0.1:4222)"`
 	// Prefix starts every subject, stream and bucket name.
-	Prefix string `envconfig:"PREFIX" default:"spawner"`
+	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
 	// Replicas for streams and the bucket; use 3 on a NATS cluster.
-	Replicas int `envconfig:"NATS_REPLICAS" default:"1"`
+	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
 	// Memory keeps streams in memory instead of on disk (tests, benchmarks).
-	Memory bool `envconfig:"NATS_MEMORY_STORAGE"`
+	Memory bool `envconfig:"NATS_MEMORY_STORAGE" desc:"keep streams and the registry in memory instead of on disk"`
 
-	Creds    string `envconfig:"NATS_CREDS"`
-	NKeyFile string `envconfig:"NATS_NKEY"`
-	User     string `envconfig:"NATS_USER"`
-	Password string `envconfig:"NATS_PASSWORD"`
-	TLSCA    string `envconfig:"NATS_TLS_CA"`
-	TLSCert  string `envconfig:"NATS_TLS_CERT"`
-	TLSKey   string `envconfig:"NATS_TLS_KEY"`
+	Creds    string `envconfig:"NATS_CREDS" desc:"NATS credentials file"`
+	NKeyFile string `envconfig:"NATS_NKEY" desc:"NATS NKey seed file"`
+	User     string `envconfig:"NATS_USER" desc:"NATS user name"`
+	Password string `envconfig:"NATS_PASSWORD" desc:"NATS password"`
+	TLSCA    string `envconfig:"NATS_TLS_CA" desc:"CA file that verifies the NATS server"`
+	TLSCert  string `envconfig:"NATS_TLS_CERT" desc:"client certificate file for NATS"`
+	TLSKey   string `envconfig:"NATS_TLS_KEY" desc:"client key file for NATS"`
 	// ServerTLSCert and ServerTLSKey turn on TLS for the embedded server
 	// ("spawner nats" and the all-in-one).
-	ServerTLSCert string `envconfig:"NATS_SERVER_TLS_CERT"`
-	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY"`
+	ServerTLSCert string `envconfig:"NATS_SERVER_TLS_CERT" desc:"certificate file that turns on TLS for the embedded NATS server"`
+	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY" desc:"key file for the embedded NATS server's TLS"`
 	// Role is the NATS role a process connects as (see Permissions); set
 	// by the program, never by the environment. It picks the private
 	// reply inbox and the generated credentials file.

@@ -27,9 +27,9 @@ import (
 // Config is where the app listens; Spawner sets PORT for every session.
 type Config struct {
 	// Port is the TCP port to listen on.
-	Port int `envconfig:"PORT" default:"8080"`
+	Port int `envconfig:"PORT" default:"8080" desc:"the demo app's port (set by Spawner for every session)"`
 	// Host is the interface to bind; empty means all of them.
-	Host string `envconfig:"HOST"`
+	Host string `envconfig:"HOST" desc:"the demo app's address to bind; empty means every interface"`
 }
 
 //go:embed index.html

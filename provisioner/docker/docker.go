@@ -49,32 +49,32 @@ const SidecarPort = 7070
 type Config struct {
 	// Image is the session app's image. It must already be on the engine:
 	// the backend never pulls.
-	Image string `envconfig:"APPLICATION_IMAGE" default:"spawner-demo:latest"`
+	Image string `envconfig:"APPLICATION_IMAGE" default:"spawner-demo:latest" desc:"the session app's image (docker: must be on the engine, never pulled; kubernetes: overrides the pod template's)"`
 	// Port is where the app listens inside its container; it gets it as PORT.
-	Port int `envconfig:"APPLICATION_PORT" default:"8080"`
+	Port int `envconfig:"APPLICATION_PORT" default:"8080" desc:"the port the app listens on inside its container, given to it as PORT"`
 	// Network is the user-defined bridge network sessions join, created if
 	// missing.
-	Network string `envconfig:"DOCKER_NETWORK" default:"spawner"`
+	Network string `envconfig:"DOCKER_NETWORK" default:"spawner" desc:"the bridge network session containers join, created if missing"`
 	// Route is how the proxy reaches a container: "ip" (its address on the
 	// network) or "name" (its container name, resolved by Docker's DNS,
 	// when Spawner itself runs on that network).
-	Route string `envconfig:"DOCKER_ROUTE" default:"ip"`
+	Route string `envconfig:"DOCKER_ROUTE" default:"ip" desc:"how the proxy reaches a container: ip or name"`
 	// Memory limits each app container, in Docker's notation (256m, 1g);
 	// 0 means no limit.
-	Memory string `envconfig:"DOCKER_MEMORY" default:"256m"`
+	Memory string `envconfig:"DOCKER_MEMORY" default:"256m" desc:"memory limit of each app container (256m, 1g; 0 for none)"`
 	// CPUs limits each app container; 0 means no limit.
-	CPUs float64 `envconfig:"DOCKER_CPUS" default:"1"`
+	CPUs float64 `envconfig:"DOCKER_CPUS" default:"1" desc:"CPU limit of each app container; 0 means none"`
 	// PidsLimit bounds the processes in each app container, so that a fork
 	// bomb stays inside its session; 0 means no limit.
-	PidsLimit int64 `envconfig:"DOCKER_PIDS_LIMIT" default:"512"`
+	PidsLimit int64 `envconfig:"DOCKER_PIDS_LIMIT" default:"512" desc:"process limit of each app container; 0 means none"`
 	// ReadOnly mounts the app's root filesystem read-only, with a small
 	// tmpfs on /tmp.
-	ReadOnly bool `envconfig:"DOCKER_READ_ONLY"`
+	ReadOnly bool `envconfig:"DOCKER_READ_ONLY" desc:"mount each app container's root filesystem read-only, with a tmpfs on /tmp"`
 	// StatusSource is "app" (the app serves /status) or "sidecar" (a second
 	// container in the app's network namespace serves it).
-	StatusSource string `envconfig:"STATUS_SOURCE" default:"app"`
+	StatusSource string `envconfig:"STATUS_SOURCE" default:"app" desc:"where activity comes from: app (its own /status) or sidecar"`
 	// SidecarImage runs "spawner sidecar"; its entrypoint must be spawner.
-	SidecarImage string `envconfig:"SIDECAR_IMAGE" default:"spawner:latest"`
+	SidecarImage string `envconfig:"SIDECAR_IMAGE" default:"spawner:latest" desc:"the image that runs spawner sidecar beside each app"`
 }
 
 // Backend runs sessions as Docker containers.

@@ -2,11 +2,10 @@ package docker
 
 import (
 	"bytes"
-	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -36,46 +35,15 @@ func (b *Backend) waitExit(ctx context.Context, role, id string, exited chan<- e
 	}()
 }
 
-// backoff starts small because a container's app is often up within tens
-// of milliseconds, and grows so that a slow one is not hammered.
-func backoff(attempt int) time.Duration {
-	return min(5*time.Millisecond<<min(attempt, 5), 100*time.Millisecond)
-}
-
 // awaitReady polls the instance's /status until it says listening, or,
 // with no /status to poll, its port until it accepts connections; until a
 // container exits, or ctx ends.
 func (b *Backend) awaitReady(ctx context.Context, inst provisioner.Instance, exited <-chan exitEvent) error {
-	statusURL := inst.StatusURL
-	var last error
-	var dialer net.Dialer
-	for attempt := 0; ; attempt++ {
-		var ok bool
-		var err error
-		if statusURL == "" {
-			var conn net.Conn
-			if conn, err = dialer.DialContext(ctx, "tcp", inst.Upstream); err == nil {
-				ok = true
-				_ = conn.Close()
-			}
-		} else {
-			ok, err = b.http.Listening(ctx, statusURL)
-		}
-		if ok {
-			return nil
-		}
-		last = err
-		select {
-		case e := <-exited:
-			return b.exitError(ctx, e)
-		case <-ctx.Done():
-			if last == nil {
-				last = fmt.Errorf("%s did not report listening", cmp.Or(statusURL, inst.Upstream))
-			}
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-time.After(backoff(attempt)):
-		}
+	e, err := provisioner.AwaitReady(ctx, b.http, inst.StatusURL, inst.Upstream, exited)
+	if errors.Is(err, provisioner.ErrExited) {
+		return b.exitError(ctx, e)
 	}
+	return err
 }
 
 // exitError says why a container ended before its session was ready. Its

@@ -19,6 +19,10 @@ import (
 	"github.com/spawnerhq/spawner/messages"
 )
 
+// RESTConfig is the client configuration the backend uses for cfg, for
+// tools that check access the way the backend will use it.
+func RESTConfig(cfg Config) (*rest.Config, error) { return restConfig(cfg) }
+
 // restConfig is the in-cluster config inside a pod, else the kubeconfig.
 // It sets no client-wide timeout: that would also cut the informer's
 // long-running watch, so each call carries its own deadline instead.

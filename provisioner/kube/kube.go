@@ -33,46 +33,46 @@ import (
 type Config struct {
 	// Kubeconfig is used outside a pod; empty means $KUBECONFIG or
 	// ~/.kube/config. Inside a pod the in-cluster config wins unless set.
-	Kubeconfig string `envconfig:"KUBECONFIG"`
+	Kubeconfig string `envconfig:"KUBECONFIG" desc:"kubeconfig file outside a pod (default: $KUBECONFIG or ~/.kube/config)"`
 	// Namespace holds every session's Pod and Service.
-	Namespace string `envconfig:"NAMESPACE" default:"spawner"`
+	Namespace string `envconfig:"NAMESPACE" default:"spawner" desc:"the namespace of every session's Pod and Service"`
 	// Image runs in the container named app, overriding the pod
 	// template's. It has no default here: a cluster pulls images by
 	// name, and a wrong guess would only show as ImagePullBackOff.
-	Image string `envconfig:"APPLICATION_IMAGE"`
+	Image string `envconfig:"APPLICATION_IMAGE" desc:"the session app's image (docker: must be on the engine, never pulled; kubernetes: overrides the pod template's)"`
 	// Port is the app's containerPort, handed to it as $PORT.
-	Port int `envconfig:"APPLICATION_PORT" default:"8080"`
+	Port int `envconfig:"APPLICATION_PORT" default:"8080" desc:"the port the app listens on inside its container, given to it as PORT"`
 	// PodTemplate is a YAML file (a Pod or a PodTemplate) supplying
 	// everything Spawner does not set itself.
-	PodTemplate   string `envconfig:"POD_TEMPLATE"`
-	ClusterDomain string `envconfig:"CLUSTER_DOMAIN" default:"cluster.local"`
+	PodTemplate   string `envconfig:"POD_TEMPLATE" desc:"a YAML Pod or PodTemplate file for everything Spawner does not set itself"`
+	ClusterDomain string `envconfig:"CLUSTER_DOMAIN" default:"cluster.local" desc:"the cluster's DNS domain, for session Service names"`
 	// Route is "service" (the Service's DNS name, the default) or
 	// "pod-ip" (the pod's IP, for proxies outside the cluster DNS).
-	Route string `envconfig:"KUBE_ROUTE" default:"service"`
+	Route string `envconfig:"KUBE_ROUTE" default:"service" desc:"how the proxy reaches a pod: service (cluster DNS) or pod-ip"`
 	// StatusSource is "app" (the app serves /status) or "sidecar" (a
 	// native sidecar serves it from the pod's TCP table).
-	StatusSource string `envconfig:"STATUS_SOURCE" default:"app"`
+	StatusSource string `envconfig:"STATUS_SOURCE" default:"app" desc:"where activity comes from: app (its own /status) or sidecar"`
 	// SidecarImage is Spawner's own image, run as "spawner sidecar".
-	SidecarImage string `envconfig:"SIDECAR_IMAGE" default:"spawner:latest"`
-	SidecarPort  int    `envconfig:"SIDECAR_PORT" default:"7070"`
+	SidecarImage string `envconfig:"SIDECAR_IMAGE" default:"spawner:latest" desc:"the image that runs spawner sidecar beside each app"`
+	SidecarPort  int    `envconfig:"SIDECAR_PORT" default:"7070" desc:"the port the kubernetes sidecar serves /status on"`
 	// RunAsNonRoot runs pods as RunAsUser unless the template says
 	// otherwise; turn it off for images that need root.
-	RunAsNonRoot bool   `envconfig:"KUBE_RUN_AS_NON_ROOT" default:"true"`
-	RunAsUser    int64  `envconfig:"KUBE_RUN_AS_USER" default:"65532"`
-	CPURequest   string `envconfig:"KUBE_CPU_REQUEST" default:"100m"`
-	MemRequest   string `envconfig:"KUBE_MEMORY_REQUEST" default:"128Mi"`
-	CPULimit     string `envconfig:"KUBE_CPU_LIMIT" default:"1"`
-	MemLimit     string `envconfig:"KUBE_MEMORY_LIMIT" default:"512Mi"`
+	RunAsNonRoot bool   `envconfig:"KUBE_RUN_AS_NON_ROOT" default:"true" desc:"run session pods as a non-root user unless the template says otherwise"`
+	RunAsUser    int64  `envconfig:"KUBE_RUN_AS_USER" default:"65532" desc:"the user id session pods run as"`
+	CPURequest   string `envconfig:"KUBE_CPU_REQUEST" default:"100m" desc:"CPU request of each session pod"`
+	MemRequest   string `envconfig:"KUBE_MEMORY_REQUEST" default:"128Mi" desc:"memory request of each session pod"`
+	CPULimit     string `envconfig:"KUBE_CPU_LIMIT" default:"1" desc:"CPU limit of each session pod"`
+	MemLimit     string `envconfig:"KUBE_MEMORY_LIMIT" default:"512Mi" desc:"memory limit of each session pod"`
 	// StopGrace becomes the pod's termination grace period unless the
 	// template sets one.
-	StopGrace time.Duration `envconfig:"STOP_GRACE" default:"3s"`
+	StopGrace time.Duration `envconfig:"STOP_GRACE" default:"3s" desc:"SIGTERM to SIGKILL for a session's process group"`
 	// APITimeout bounds each API call with its retries, so an unreachable
 	// API server fails a spawn promptly instead of at the spawn timeout.
-	APITimeout time.Duration `envconfig:"KUBE_API_TIMEOUT" default:"5s"`
+	APITimeout time.Duration `envconfig:"KUBE_API_TIMEOUT" default:"5s" desc:"time limit of each Kubernetes API call, retries included"`
 	// QPS and Burst limit this client's request rate; client-go's own
 	// defaults (5 and 10) would serialise a burst of spawns.
-	QPS   float32 `envconfig:"KUBE_QPS" default:"100"`
-	Burst int     `envconfig:"KUBE_BURST" default:"200"`
+	QPS   float32 `envconfig:"KUBE_QPS" default:"100" desc:"Kubernetes API requests per second"`
+	Burst int     `envconfig:"KUBE_BURST" default:"200" desc:"Kubernetes API request burst"`
 }
 
 // The routes a Config may choose.

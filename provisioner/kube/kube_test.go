@@ -333,3 +333,35 @@ func TestListOnlyLiveManagedPods(t *testing.T) {
 		t.Errorf("List = %+v, want only %s", list, live)
 	}
 }
+
+// A pod that turns Ready but ends while its /status still says not
+// listening fails the spawn at once, not at the deadline.
+func TestStartFailsWhenAReadyPodEndsBeforeListening(t *testing.T) {
+	port, calls := statusServer(t, func(int) bool { return false })
+	c := startCluster(t, podIPConfig(port))
+	id := messages.NewSessionID()
+	go func() {
+		c.kubelet(t, id, running("127.0.0.1"))
+		for calls.Load() < 3 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		c.kubelet(t, id, func(st *corev1.PodStatus) {
+			st.Phase = corev1.PodFailed
+			st.ContainerStatuses = []corev1.ContainerStatus{{Name: "app",
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 3, Reason: "Error"}}}}
+		})
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := c.b.Start(ctx, provisioner.Spec{SessionID: id})
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "ended before it was ready") {
+		t.Fatalf("Start error %v, want the pod's end", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the pod's end was noticed after %s", took)
+	}
+	if p, s := c.objects(t, id); p || s {
+		t.Errorf("failed spawn left pod %v, service %v", p, s)
+	}
+}

@@ -2,9 +2,9 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,52 +21,90 @@ var fatalWaiting = map[string]bool{
 }
 
 // awaitReady waits, on the informer's wake-ups rather than a watch of its
-// own, until created is Ready and its /status says listening. It fails as
-// soon as the pod shows it cannot start.
+// own, until created is Ready, and then until its /status says listening.
+// It fails as soon as the pod shows it cannot start.
 func (b *Backend) awaitReady(ctx context.Context, created *corev1.Pod, notify <-chan struct{}) (provisioner.Instance, error) {
 	if err := b.waitSynced(ctx); err != nil {
 		return provisioner.Instance{}, err
 	}
-	name := created.Name
+	inst, err := b.awaitPodReady(ctx, created, notify)
+	if err != nil || inst.StatusURL == "" {
+		// With no /status to ask, the pod's own readiness is the word.
+		return inst, err
+	}
+	return inst, b.awaitListening(ctx, created, inst.StatusURL, notify)
+}
+
+// awaitPodReady waits until created is Ready and addressable.
+func (b *Backend) awaitPodReady(ctx context.Context, created *corev1.Pod, notify <-chan struct{}) (provisioner.Instance, error) {
 	last := "not yet seen by the pod cache"
-	var inst provisioner.Instance
-	seen, ready := false, false
-	for attempt := 0; ; {
-		pod, err := b.lister.Pods(b.cfg.Namespace).Get(name)
+	seen := false
+	for {
+		pod, err := b.lister.Pods(b.cfg.Namespace).Get(created.Name)
 		switch {
 		case err == nil && pod.UID == created.UID:
 			seen = true
 			if why := podFailure(pod); why != "" {
-				return provisioner.Instance{}, fmt.Errorf("pod %s: %s", name, why)
+				return provisioner.Instance{}, fmt.Errorf("pod %s: %s", created.Name, why)
 			}
 			last = describe(pod)
-			if !ready && podReady(pod) && (pod.Status.PodIP != "" || b.cfg.Route == RouteService) {
-				ready, inst = true, b.instance(pod)
+			if podReady(pod) && (pod.Status.PodIP != "" || b.cfg.Route == RouteService) {
+				return b.instance(pod), nil
 			}
 		case err == nil || (apierrors.IsNotFound(err) && seen):
-			return provisioner.Instance{}, fmt.Errorf("pod %s was deleted before it was ready", name)
-		}
-		var retry <-chan time.Time
-		if ready && inst.StatusURL == "" {
-			// No /status to ask: the pod's own readiness is the word.
-			return inst, nil
-		}
-		if ready {
-			ok, err := b.status.Listening(ctx, inst.StatusURL)
-			if ok {
-				return inst, nil
-			}
-			last = fmt.Sprintf("pod Ready, but %s does not say listening yet: %v", inst.StatusURL, err)
-			retry = time.After(statusBackoff(attempt))
-			attempt++
+			return provisioner.Instance{}, fmt.Errorf("pod %s was deleted before it was ready", created.Name)
 		}
 		select {
 		case <-notify:
-		case <-retry:
 		case <-ctx.Done():
-			return provisioner.Instance{}, fmt.Errorf("pod %s: %w (last state: %s)", name, ctx.Err(), last)
+			return provisioner.Instance{}, fmt.Errorf("pod %s: %w (last state: %s)", created.Name, ctx.Err(), last)
 		}
 	}
+}
+
+// awaitListening polls the Ready pod's /status with the provisioner's
+// shared readiness wait, while the informer's wake-ups still catch a pod
+// that fails or is deleted meanwhile.
+func (b *Backend) awaitListening(ctx context.Context, created *corev1.Pod, statusURL string, notify <-chan struct{}) error {
+	gone := make(chan error, 1)
+	watchCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-notify:
+			}
+			if err := b.podGone(created); err != nil {
+				gone <- err
+				return
+			}
+		}
+	}()
+	why, err := provisioner.AwaitReady(ctx, b.status, statusURL, "", gone)
+	switch {
+	case errors.Is(err, provisioner.ErrExited):
+		return why
+	case err != nil:
+		return fmt.Errorf("pod %s: Ready, but %s does not say listening yet: %w", created.Name, statusURL, err)
+	}
+	return nil
+}
+
+// podGone says why created can no longer become ready, or nil.
+func (b *Backend) podGone(created *corev1.Pod) error {
+	pod, err := b.lister.Pods(b.cfg.Namespace).Get(created.Name)
+	switch {
+	case err == nil && pod.UID == created.UID:
+		if why := podFailure(pod); why != "" {
+			return fmt.Errorf("pod %s: %s", created.Name, why)
+		}
+		return nil
+	case err == nil || apierrors.IsNotFound(err):
+		return fmt.Errorf("pod %s was deleted before it was ready", created.Name)
+	}
+	return nil
 }
 
 // podFailure says why pod cannot become ready, or "" while it still may.
@@ -139,11 +177,4 @@ func describe(pod *corev1.Pod) string {
 		return "no status yet"
 	}
 	return strings.Join(parts, ", ")
-}
-
-// statusBackoff starts small because apps are often up within
-// milliseconds of their pod turning Ready, and grows so that a slow one is
-// not hammered.
-func statusBackoff(attempt int) time.Duration {
-	return min(5*time.Millisecond<<min(attempt, 5), 100*time.Millisecond)
 }

@@ -25,25 +25,25 @@ import (
 type Config struct {
 	// Command runs through "sh -c" with PORT, HOST, SPAWNER_SESSION_ID and
 	// SPAWNER_SESSION_URL set. Empty means the bundled demo app.
-	Command string `envconfig:"APP_COMMAND"`
+	Command string `envconfig:"APP_COMMAND" desc:"the process backend's app, run by sh -c so $PORT expands; empty runs the bundled demo app"`
 	// Host is the loopback address apps bind to.
-	Host string `envconfig:"APP_HOST" default:"127.0.0.1"`
+	Host string `envconfig:"APP_HOST" default:"127.0.0.1" desc:"the loopback address process-backend apps bind to"`
 	// StatusSource is "app" (the app serves /status), "sidecar" (Spawner
 	// watches the app's TCP connections itself) or "proxy" (the gateway
 	// counts the session's traffic), or "app,proxy" or "sidecar,proxy".
-	StatusSource string        `envconfig:"STATUS_SOURCE" default:"app"`
-	StopGrace    time.Duration `envconfig:"STOP_GRACE" default:"3s"`
+	StatusSource string        `envconfig:"STATUS_SOURCE" default:"app" desc:"where activity comes from: app (its own /status), sidecar or proxy, or app,proxy or sidecar,proxy"`
+	StopGrace    time.Duration `envconfig:"STOP_GRACE" default:"3s" desc:"SIGTERM to SIGKILL for a session's process group"`
 	// Isolation keeps apps from Spawner and from each other: "namespaces"
 	// (a uid of its own plus PID, mount and IPC namespaces with a private
 	// /proc), "uid" (a uid of its own), "none", or "auto", the strongest
 	// this host allows. Both need root.
-	Isolation string `envconfig:"PROCESS_ISOLATION" default:"auto"`
+	Isolation string `envconfig:"PROCESS_ISOLATION" default:"auto" desc:"how process-backend apps are kept apart: auto, namespaces, uid or none"`
 	// UIDRange is "first-last", the unprivileged uids isolated apps run
 	// as, one per live session; no user should own them.
-	UIDRange string `envconfig:"PROCESS_UID_RANGE" default:"2000000000-2000065535"`
+	UIDRange string `envconfig:"PROCESS_UID_RANGE" default:"2000000000-2000065535" desc:"first-last: the uids isolated apps run as, one per live session"`
 	// Workdir, when set, is every app's working directory. Otherwise each
 	// app gets a fresh one of mode 0700, its HOME, removed when it ends.
-	Workdir string `envconfig:"APP_WORKDIR"`
+	Workdir string `envconfig:"APP_WORKDIR" desc:"every process-backend app's working directory; empty gives each a fresh private one"`
 }
 
 // StatusWatcher serves a /status for an app that has none; the sidecar

@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
-	"time"
 
 	"github.com/spawnerhq/spawner/provisioner"
 )
@@ -23,63 +20,26 @@ func newReadinessClient() readinessClient {
 	return readinessClient{checker: provisioner.NewStatusChecker()}
 }
 
-// fastPolls is how many polls come 1 ms apart before the backoff grows.
-// Most apps are up within tens of milliseconds, and a poll of a port that
-// is not listening yet costs one refused connect, so polling steadily
-// first wins the time a doubling backoff loses: an app ready at 17 ms
-// would otherwise be seen at 31 ms.
-const fastPolls = 50
-
-// backoff polls every millisecond for about the first fastPolls ms, then
-// doubles up to 50 ms so that a slow app is not hammered.
-func backoff(attempt int) time.Duration {
-	if attempt < fastPolls {
-		return time.Millisecond
-	}
-	return min(time.Millisecond<<min(attempt-fastPolls+1, 6), 50*time.Millisecond)
-}
-
 // awaitStatus polls the app's /status until it says listening, the app
 // exits, or ctx ends.
 func (c readinessClient) awaitStatus(ctx context.Context, done <-chan struct{}, url string) error {
-	var last error
-	for attempt := 0; ; attempt++ {
-		ok, err := c.checker.Listening(ctx, url)
-		if ok {
-			return nil
-		}
-		last = err
-		select {
-		case <-done:
-			return errExited
-		case <-ctx.Done():
-			if last == nil {
-				last = errors.New("/status did not report listening")
-			}
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
-		case <-time.After(backoff(attempt)):
-		}
-	}
+	return c.await(ctx, done, url, "")
 }
 
 // awaitListening waits until the app accepts TCP connections, for apps
 // that serve no /status.
 func (c readinessClient) awaitListening(ctx context.Context, done <-chan struct{}, addr string) error {
-	var d net.Dialer
-	for attempt := 0; ; attempt++ {
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			_ = conn.Close()
-			return nil
-		}
-		select {
-		case <-done:
-			return errExited
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(backoff(attempt)):
-		}
+	return c.await(ctx, done, "", addr)
+}
+
+// await is the provisioner's shared readiness wait, its exit answered
+// with errExited, which Start turns into the app's exit status and output.
+func (c readinessClient) await(ctx context.Context, done <-chan struct{}, url, addr string) error {
+	_, err := provisioner.AwaitReady(ctx, c.checker, url, addr, done)
+	if errors.Is(err, provisioner.ErrExited) {
+		return errExited
 	}
+	return err
 }
 
 // pipeOutput logs each line the app writes, tagged with its session, and

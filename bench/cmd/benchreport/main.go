@@ -30,7 +30,7 @@ func main() {
 func run(ctx context.Context) error {
 	env := &bench.Env{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	out := flag.String("out", "BENCHMARKS.md", "where to write the report")
-	only := flag.String("only", "", "comma-separated sections to run: spawn,throughput,kube,warmpool,proxy,lookup,scale,registry")
+	only := flag.String("only", "", "comma-separated sections to run: spawn,appstart,throughput,kube,warmpool,proxy,lookup,scale,registry")
 	flag.StringVar(&env.SpawnerBin, "spawner", "bin/spawner", "the spawner binary")
 	flag.StringVar(&env.UpstreamBin, "upstream", "bin/benchupstream", "the benchupstream binary")
 	flag.BoolVar(&env.Quick, "quick", false, "shrink every measurement, to try the harness out")
@@ -54,6 +54,7 @@ func run(ctx context.Context) error {
 		run  func(context.Context, *bench.Env) ([]bench.Section, error)
 	}{
 		{"spawn", one(bench.SpawnLatency)},
+		{"appstart", one(bench.AppStart)},
 		{"throughput", one(bench.SpawnThroughput)},
 		{"kube", one(bench.KubeSpawn)},
 		{"warmpool", one(bench.WarmPool)},

@@ -5,6 +5,9 @@
 //	                               N /status servers on 127.77.x.y:20001, from
 //	                               host number FIRST; busy, or idle from the Unix
 //	                               time IDLE_AT (seconds, fractional)
+//	benchupstream late DELAY       an app that listens on $HOST:$PORT only
+//	                               DELAY (such as 200ms) after it starts, as
+//	                               a slow app does, and serves /status
 //
 // It prints each address it serves, one a line, then "ready".
 package main
@@ -41,11 +44,17 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	if len(args) < 2 {
-		return fmt.Errorf("usage: benchupstream app ADDR | status N FIRST [IDLE_AT]")
+		return fmt.Errorf("usage: benchupstream app ADDR | status N FIRST [IDLE_AT] | late DELAY")
 	}
 	switch args[0] {
 	case "app":
 		return serveApp(ctx, args[1])
+	case "late":
+		delay, err := time.ParseDuration(args[1])
+		if err != nil {
+			return fmt.Errorf("late: %w", err)
+		}
+		return serveLate(ctx, delay, net.JoinHostPort(os.Getenv("HOST"), os.Getenv("PORT")))
 	case "status":
 		n, err := strconv.Atoi(args[1])
 		if err != nil || len(args) < 3 {
@@ -84,6 +93,25 @@ func serveApp(ctx context.Context, addr string) error {
 	fmt.Println(ln.Addr().String())
 	fmt.Println("ready")
 	return serve(ctx, ln, mux)
+}
+
+// serveLate is the spawn benchmark's app: it binds nothing until delay
+// has passed since it started, so a readiness wait sees refused connects
+// until then, and then answers /status at once.
+func serveLate(ctx context.Context, delay time.Duration, addr string) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(delay):
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"active_connections":0,"seconds_inactive":0,"listening":true}`)
+	}))
 }
 
 func echoWS(w http.ResponseWriter, r *http.Request) {
