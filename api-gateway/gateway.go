@@ -88,6 +88,8 @@ type Gateway struct {
 	beats *heartbeatCache
 	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
 	provisionerSeen atomic.Int64
+	// apps is the catalog in force; SetCatalog swaps it.
+	apps atomic.Pointer[catalog.Catalog]
 	proxy           *proxy
 	// openStreams counts event streams against MaxEventStreams.
 	openStreams atomic.Int64
@@ -110,7 +112,6 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	if cfg.EventsKeepalive <= 0 {
 		cfg.EventsKeepalive = 15 * time.Second
 	}
-	cfg.Metrics.KnowApps((&Gateway{cfg: cfg}).catalog().Names())
 	routing, err := messages.ParseRouting(cfg.Routing)
 	if err != nil {
 		return nil, fmt.Errorf("SPAWNER_ROUTING: %w", err)
@@ -134,6 +135,11 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
 		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
+	cat := cfg.Catalog
+	if cat == nil {
+		cat = catalog.Single(0)
+	}
+	g.SetCatalog(cat)
 	g.cache = registry.NewCache(reg, nc, g.log)
 	g.cache.OnChange(g.applyChange)
 	return g, nil

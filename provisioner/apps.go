@@ -9,16 +9,22 @@ import (
 	"github.com/spawnerhq/spawner/messages"
 )
 
+// appSet is a catalog with what the provisioner derives from it.
+type appSet struct {
+	cat *catalog.Catalog
+	// env holds the env policy of each app with an env_allow of its own.
+	env map[string]messages.EnvPolicy
+}
+
 // checkCatalog settles the catalog the provisioner serves and refuses what
-// it cannot: the gateway routes every session by SPAWNER_ROUTING, so an app
-// may not ask for another mode.
-func checkCatalog(cfg Config, routing messages.Routing) (*catalog.Catalog, map[string]messages.EnvPolicy, error) {
-	cat := cfg.Catalog
+// it cannot: the gateway finds sessions one way, so an app may not ask for
+// a routing mode that needs another.
+func checkCatalog(cfg Config, cat *catalog.Catalog, routing messages.Routing) (*appSet, error) {
 	if cat == nil {
-		return catalog.Single(cfg.WarmPool), nil, nil
+		return &appSet{cat: catalog.Single(cfg.WarmPool)}, nil
 	}
 	if cfg.WarmPool > 0 {
-		return nil, nil, errors.New("SPAWNER_WARM_POOL_SIZE applies without SPAWNER_APPS only; set warm_pool per app in the catalog")
+		return nil, errors.New("SPAWNER_WARM_POOL_SIZE applies without SPAWNER_APPS only; set warm_pool per app in the catalog")
 	}
 	policies := map[string]messages.EnvPolicy{}
 	err := cat.Check(func(a catalog.App) error {
@@ -36,7 +42,43 @@ func checkCatalog(cfg Config, routing messages.Routing) (*catalog.Catalog, map[s
 		}
 		return nil
 	})
-	return cat, policies, err
+	if err != nil {
+		return nil, err
+	}
+	return &appSet{cat: cat, env: policies}, nil
+}
+
+// SetCatalog puts a new catalog in force, as on SIGHUP, or refuses it and
+// keeps the old one. Live sessions keep running as they are. Each app's
+// warm pool moves to its new size: pooled sessions of an app that left the
+// catalog, or beyond its new warm_pool, are stopped, and the pools of new
+// or grown apps fill in the background.
+func (p *Provisioner) SetCatalog(cat *catalog.Catalog) error {
+	set, err := checkCatalog(p.cfg, cat, p.routing)
+	if err != nil {
+		return err
+	}
+	p.cfg.Metrics.KnowApps(set.cat.Names())
+	p.apps.Store(set)
+	p.mu.Lock()
+	var excess []string
+	for name, pool := range p.pool {
+		size := 0
+		if a, ok := set.cat.Get(name); ok && a.Name == name {
+			size = a.WarmPool
+		}
+		if len(pool) > size {
+			excess = append(excess, pool[size:]...)
+			p.pool[name] = pool[:size]
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range excess {
+		p.queueStop(id, messages.ReasonDeleted, "its app's warm pool shrank when the catalog was reloaded")
+	}
+	p.refillSoon()
+	p.log.Info("catalog in force", "apps", strings.Join(set.cat.Names(), ","), "default", set.cat.Default)
+	return nil
 }
 
 // mixable reports whether an app may route by mode in an installation
@@ -59,11 +101,12 @@ func (p *Provisioner) routingOf(app catalog.App) messages.Routing {
 
 // resolve finds the app req names and checks the request against it.
 func (p *Provisioner) resolve(req messages.SpawnRequest) (catalog.App, error) {
-	app, err := p.cat.Resolve(req.App)
+	set := p.apps.Load()
+	app, err := set.cat.Resolve(req.App)
 	if err != nil {
 		return app, err
 	}
-	pol, ok := p.appEnv[app.Name]
+	pol, ok := set.env[app.Name]
 	if !ok {
 		pol = p.env
 	}

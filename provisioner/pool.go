@@ -108,23 +108,17 @@ func (p *Provisioner) refillSoon() {
 	}
 }
 
-// fillPool keeps every app's pool at its size until ctx ends.
+// fillPool keeps every app's pool at its size until ctx ends. It reads
+// the catalog at each round, so a reloaded catalog's pools fill too.
 func (p *Provisioner) fillPool(ctx context.Context) {
-	var apps []catalog.App
-	for _, a := range p.cat.Apps() {
-		if a.WarmPool > 0 {
-			apps = append(apps, a)
-		}
-	}
-	if len(apps) == 0 {
-		return
-	}
 	p.adoptPooled(ctx)
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		for _, app := range apps {
-			p.fillApp(ctx, app)
+		for _, app := range p.apps.Load().cat.Apps() {
+			if app.WarmPool > 0 {
+				p.fillApp(ctx, app)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -154,6 +148,11 @@ func (p *Provisioner) fillApp(ctx context.Context, app catalog.App) {
 			p.log.Warn("warm pool spawn failed", "app", app.Name, "err", err)
 			return
 		}
+		// A reload may have shrunk or dropped the pool while this started.
+		if now, ok := p.apps.Load().cat.Get(app.Name); !ok || now.Name != app.Name || p.poolLen(app.Name) >= now.WarmPool {
+			p.queueStop(id, messages.ReasonDeleted, "its app's warm pool shrank when the catalog was reloaded")
+			return
+		}
 		p.pushPooled(app.Name, id)
 	}
 }
@@ -162,7 +161,7 @@ func (p *Provisioner) fillApp(ctx context.Context, app catalog.App) {
 // and ran the default app.
 func (p *Provisioner) appOf(s messages.Session) string {
 	if s.App == "" {
-		return p.cat.Default
+		return p.apps.Load().cat.Default
 	}
 	return s.App
 }
@@ -177,7 +176,7 @@ func (p *Provisioner) adoptPooled(ctx context.Context) {
 	for _, e := range entries {
 		s := e.Session
 		if s.Pooled && s.Owner == p.cfg.Name && s.Status == messages.StatusReady && s.Backend == p.cfg.Backend {
-			if a, ok := p.cat.Get(p.appOf(s)); ok && a.WarmPool > 0 {
+			if a, ok := p.apps.Load().cat.Get(p.appOf(s)); ok && a.WarmPool > 0 {
 				p.pushPooled(a.Name, s.ID)
 				continue
 			}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,9 +77,8 @@ type Provisioner struct {
 	now     func() time.Time
 	routing messages.Routing
 	env     messages.EnvPolicy
-	cat     *catalog.Catalog
-	// appEnv holds the env policy of each app with an env_allow of its own.
-	appEnv map[string]messages.EnvPolicy
+	// apps is the catalog in force; SetCatalog swaps it.
+	apps atomic.Pointer[appSet]
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -126,19 +126,21 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, err
 	}
-	cat, appEnv, err := checkCatalog(cfg, routing)
+	set, err := checkCatalog(cfg, cfg.Catalog, routing)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Metrics.KnowApps(cat.Names())
+	cfg.Metrics.KnowApps(set.cat.Names())
 	log = log.With("component", "provisioner")
-	return &Provisioner{
-		routing: routing, env: env, cat: cat, appEnv: appEnv, work: newWorkQueue(log),
+	p := &Provisioner{
+		routing: routing, env: env, work: newWorkQueue(log),
 		pool: map[string][]string{}, poolFilling: map[string]int{},
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log, now: time.Now,
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
-	}, nil
+	}
+	p.apps.Store(set)
+	return p, nil
 }
 
 // Ready is closed once the provisioner takes requests.

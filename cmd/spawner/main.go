@@ -105,5 +105,23 @@ func runComponents(ctx context.Context, mode app.Mode) error {
 		return errors.New("SPAWNER_NATS_URL is required outside the all-in-one mode")
 	}
 	m := app.NewMain(cfg, log)
+	if cfg.Common.Apps != "" {
+		// SIGHUP reloads the app catalog; live sessions keep running.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := m.Reload(); err != nil {
+						log.Error("catalog not reloaded; the old one stays in force", "err", err)
+					}
+				}
+			}
+		}()
+	}
 	return m.Run(ctx, mode)
 }
