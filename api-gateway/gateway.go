@@ -89,8 +89,8 @@ type Gateway struct {
 	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
 	provisionerSeen atomic.Int64
 	// apps is the catalog in force; SetCatalog swaps it.
-	apps atomic.Pointer[catalog.Catalog]
-	proxy           *proxy
+	apps  atomic.Pointer[catalog.Catalog]
+	proxy *proxy
 	// openStreams counts event streams against MaxEventStreams.
 	openStreams atomic.Int64
 	// closing is closed at shutdown to end event streams, which never go
