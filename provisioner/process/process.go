@@ -244,29 +244,6 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid), ProxyActivity: sources.Proxy}, nil
 }
 
-// sourcesOf is the status source of the spec's app, or the backend's.
-func (b *Backend) sourcesOf(spec provisioner.Spec) (messages.StatusSources, error) {
-	if spec.StatusSource == "" {
-		return b.sources, nil
-	}
-	src, err := messages.ParseStatusSources(spec.StatusSource)
-	if err != nil {
-		return src, fmt.Errorf("app %s: %w", spec.App, err)
-	}
-	if src.Sidecar && b.watcher == nil {
-		return src, fmt.Errorf("app %s: the sidecar status source needs a watcher", spec.App)
-	}
-	return src, nil
-}
-
-// commandOf is the spec's app command, or the backend's.
-func (b *Backend) commandOf(spec provisioner.Spec) string {
-	if strings.TrimSpace(spec.Command) != "" {
-		return spec.Command
-	}
-	return b.cfg.Command
-}
-
 // awaitReady waits until the app serves, and returns the URL the prober
 // polls: the app's /status, the sidecar watcher's, or none when the proxy
 // alone counts the session's activity.
