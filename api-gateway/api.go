@@ -78,6 +78,10 @@ func (g *Gateway) handleInit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, httpStatus(e.Code), e)
 		return
 	}
+	if e := g.checkApp(req); e != nil {
+		writeError(w, httpStatus(e.Code), e)
+		return
+	}
 	rep, e := g.spawn(r.Context(), req)
 	if e != nil {
 		writeError(w, httpStatus(e.Code), e)

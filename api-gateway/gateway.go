@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
@@ -63,6 +64,9 @@ type Config struct {
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
 	Metrics *metrics.Metrics `ignored:"true"`
+	// Catalog is the apps /init may pick and GET /apps lists (SPAWNER_APPS);
+	// nil is the single default app.
+	Catalog *catalog.Catalog `ignored:"true"`
 	// AuthConfig holds the API and session token rules; it is embedded so
 	// its variables keep their short names.
 	AuthConfig
@@ -84,7 +88,9 @@ type Gateway struct {
 	beats *heartbeatCache
 	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
 	provisionerSeen atomic.Int64
-	proxy           *proxy
+	// apps is the catalog in force; SetCatalog swaps it.
+	apps  atomic.Pointer[catalog.Catalog]
+	proxy *proxy
 	// openStreams counts event streams against MaxEventStreams.
 	openStreams atomic.Int64
 	// closing is closed at shutdown to end event streams, which never go
@@ -129,6 +135,11 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
 		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
+	cat := cfg.Catalog
+	if cat == nil {
+		cat = catalog.Single(0)
+	}
+	g.SetCatalog(cat)
 	g.cache = registry.NewCache(reg, nc, g.log)
 	g.cache.OnChange(g.applyChange)
 	return g, nil
@@ -151,6 +162,7 @@ func (g *Gateway) httpRoutes() []route {
 		{"DELETE /sessions/{id}", g.handleDelete, true},
 		{"GET /sessions/{id}/events", g.handleSessionEvents, true},
 		{"GET /events", g.handleEvents, true},
+		{"GET /apps", g.handleApps, true},
 		{"GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}, true},

@@ -170,7 +170,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if m[`spawner_spawn_duration_seconds_count{outcome="ready"}`] != 1 || m[`spawner_spawn_duration_seconds_bucket{outcome="ready",le="2.5"}`] != 1 {
 		t.Errorf("the spawn latency histogram does not show a 1.5s spawn")
 	}
-	for _, name := range []string{"spawner_sessions{status=\"ready\"}", "spawner_event_streams_open", "spawner_spawn_queue_depth", "spawner_spawns_in_flight", "spawner_probe_failures_total", "go_goroutines"} {
+	for _, name := range []string{"spawner_sessions{app=\"default\",status=\"ready\"}", "spawner_event_streams_open", "spawner_spawn_queue_depth", "spawner_spawns_in_flight", "spawner_probe_failures_total", "go_goroutines"} {
 		if _, ok := m[name]; !ok {
 			t.Errorf("/metrics lacks %s", name)
 		}

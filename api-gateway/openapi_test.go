@@ -141,6 +141,8 @@ func TestOpenAPIMatchesTheHandlers(t *testing.T) {
 		{"POST /init", "/init", `{"key":"k"}`},
 		{"POST /init", "/init", `{"nope":1}`},
 		{"POST /init", "/init", `{"env":{"PORT":"1"}}`},
+		{"POST /init", "/init", `{"app":"jupyter"}`},
+		{"GET /apps", "/apps", ""},
 		{"GET /sessions", "/sessions", ""},
 		{"GET /sessions/{id}", "/sessions/" + live, ""},
 		{"GET /sessions/{id}", "/sessions/" + messages.NewSessionID(), ""},

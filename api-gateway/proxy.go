@@ -24,6 +24,9 @@ type routeTable struct {
 // sessionRoute is one ready session as the proxy needs it.
 type sessionRoute struct {
 	upstream string
+	// mode is the session's own routing mode, from its app; empty is the
+	// installation's. Only path and path-keep differ here.
+	mode messages.Routing
 	// act counts the session's traffic when the proxy is one of its
 	// status sources, and is nil otherwise, so other sessions pay nothing.
 	act *sessionActivity
@@ -39,10 +42,10 @@ func (t *routeTable) apply(s messages.Session) {
 		return
 	}
 	old := t.routes[s.ID]
-	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity {
+	if old != nil && old.upstream == s.Upstream && (old.act != nil) == s.ProxyActivity && old.mode == s.Routing {
 		return // Keep the activity counted so far.
 	}
-	rt := &sessionRoute{upstream: s.Upstream}
+	rt := &sessionRoute{upstream: s.Upstream, mode: s.Routing}
 	if s.ProxyActivity {
 		rt.act = &sessionActivity{}
 		rt.act.touch()
@@ -171,10 +174,16 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 	}
 	g.guardBody(w, r)
 	fwd := forwarding{upstream: rt.upstream, act: rt.act, publicHost: r.Host}
-	if g.router.mode == messages.RoutingPath {
-		// Only under path routing does the app see other paths than the
-		// browser, so only then is X-Forwarded-Prefix set and are its
-		// redirects and cookies rewritten.
+	// Only under path routing does the app see other paths than the
+	// browser, so only then is X-Forwarded-Prefix set and are its
+	// redirects and cookies rewritten. A session's app may pick path or
+	// path-keep for itself where the installation routes by either.
+	mode := g.router.mode
+	if rt.mode != "" && mode != messages.RoutingSubdomain {
+		mode = rt.mode
+	}
+	strip := mode == messages.RoutingPath
+	if strip {
 		fwd.prefix = a.prefix
 	}
 	if rt.act != nil {
@@ -185,7 +194,9 @@ func (g *Gateway) proxySession(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// The request is ours to change: only the path may lose its prefix.
-	g.router.appPath(r, a)
+	if strip {
+		stripPrefix(r, a)
+	}
 	g.proxy.fast.forward(w, r, fwd)
 }
 

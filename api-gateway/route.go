@@ -83,9 +83,14 @@ func (rt router) address(r *http.Request) (addressed, bool) {
 // appPath rewrites r's path to what the app sees: under path routing the
 // prefix goes; under path-keep and subdomain routing nothing changes.
 func (rt router) appPath(r *http.Request, a addressed) {
-	if rt.mode != messages.RoutingPath {
-		return
+	if rt.mode == messages.RoutingPath {
+		stripPrefix(r, a)
 	}
+}
+
+// stripPrefix takes the session's /p/<id> prefix off r's path, for a
+// session routed by path whatever the installation's mode.
+func stripPrefix(r *http.Request, a addressed) {
 	r.URL.Path = a.rest
 	if r.URL.RawPath != "" {
 		r.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, a.prefix)

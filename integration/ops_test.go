@@ -152,14 +152,14 @@ func TestOpsIdleSessionInEventsAndMetrics(t *testing.T) {
 	var m map[string]float64
 	eventually(t, 10*time.Second, "the session gauge to drop to zero", func() bool {
 		m = opsScrape(t, h.BaseURL+"/metrics")
-		return m[`spawner_sessions{status="ready"}`] == 0 && m[`spawner_reaps_total{reason="idle"}`] == 1
+		return m[`spawner_sessions{app="default",status="ready"}`] == 0 && m[`spawner_reaps_total{reason="idle"}`] == 1
 	})
 	for sample, want := range map[string]float64{
-		`spawner_spawn_duration_seconds_count{outcome="ready"}`: 1,
-		`spawner_reaps_total{reason="idle"}`:                    1,
-		`spawner_sessions_terminated_total{reason="idle"}`:      1,
-		`spawner_spawns_in_flight`:                              0,
-		`spawner_spawn_queue_depth`:                             0,
+		`spawner_spawn_duration_seconds_count{outcome="ready"}`:          1,
+		`spawner_reaps_total{reason="idle"}`:                             1,
+		`spawner_sessions_terminated_total{app="default",reason="idle"}`: 1,
+		`spawner_spawns_in_flight`:                                       0,
+		`spawner_spawn_queue_depth`:                                      0,
 	} {
 		if got := m[sample]; got != want {
 			t.Errorf("%s = %v, want %v", sample, got, want)

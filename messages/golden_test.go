@@ -26,7 +26,7 @@ func goldenCases() map[string]any {
 	cases := map[string]any{
 		"spawn_request_empty": &messages.SpawnRequest{},
 		"spawn_request_full": &messages.SpawnRequest{
-			RequestID: "req-1", Key: "user-42",
+			App: "files", RequestID: "req-1", Key: "user-42",
 			Env:                map[string]string{"GREETING": "hello", "LANG": "C.UTF-8"},
 			Labels:             map[string]string{"team": "docs", "example.com/tier": "free"},
 			IdleTimeoutSeconds: 300, MaxLifetimeSeconds: 3600,
@@ -57,7 +57,7 @@ func goldenCases() map[string]any {
 		},
 		"app_status": &messages.AppStatus{ActiveConnections: 3, SecondsInactive: 12, Listening: true},
 		"session_creating": &messages.Session{
-			ID: goldenID, Key: "user-42", RequestID: "req-1", Status: messages.StatusCreating,
+			ID: goldenID, App: "demo", Key: "user-42", RequestID: "req-1", Status: messages.StatusCreating,
 			URL: "https://spawner.example/p/" + goldenID + "/", Labels: map[string]string{"team": "docs"},
 			Backend: "process", Owner: "prov-a", IdleTimeoutSeconds: 300, CreatedAt: goldenTime,
 		},
@@ -70,7 +70,7 @@ func goldenCases() map[string]any {
 		},
 	}
 	for _, et := range messages.EventTypes {
-		ev := &messages.Event{Type: et, SessionID: goldenID, Time: goldenTime, RequestID: "req-1", Key: "user-42",
+		ev := &messages.Event{Type: et, SessionID: goldenID, Time: goldenTime, App: "demo", RequestID: "req-1", Key: "user-42",
 			Backend: "process", Owner: "prov-a"}
 		switch et {
 		case messages.EventCreating:

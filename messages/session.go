@@ -43,7 +43,9 @@ const (
 // Session is the registry's record of one session, the single truth about
 // it. Env is deliberately absent: it may hold secrets.
 type Session struct {
-	ID        string            `json:"session_id"`
+	ID string `json:"session_id"`
+	// App names the catalog app the session runs.
+	App       string            `json:"app,omitempty"`
 	Key       string            `json:"key,omitempty"`
 	RequestID string            `json:"request_id,omitempty"`
 	Status    Status            `json:"status"`
@@ -54,6 +56,10 @@ type Session struct {
 	Upstream string `json:"upstream,omitempty"`
 	// StatusURL is what the prober polls: the app's /status or a sidecar's.
 	StatusURL string `json:"status_url,omitempty"`
+	// Routing is the session's routing mode when its app sets one; empty
+	// is the installation's. Only path and path-keep mix in one
+	// installation, as both address sessions by /p/<id>/.
+	Routing Routing `json:"routing,omitempty"`
 	// ProxyActivity says the gateway's view of the session's traffic is
 	// one of its activity sources (SPAWNER_STATUS_SOURCE includes proxy).
 	ProxyActivity bool `json:"proxy_activity,omitempty"`
@@ -97,9 +103,11 @@ var EventTypes = []EventType{EventRequested, EventCreating, EventReady, EventFai
 // Event is a lifecycle event. One shape serves every type so that a single
 // subscriber to "<prefix>.session.>" can decode all of them.
 type Event struct {
-	Type      EventType         `json:"type"`
-	SessionID string            `json:"session_id"`
-	Time      time.Time         `json:"time"`
+	Type      EventType `json:"type"`
+	SessionID string    `json:"session_id"`
+	Time      time.Time `json:"time"`
+	// App names the catalog app of the session.
+	App       string            `json:"app,omitempty"`
 	RequestID string            `json:"request_id,omitempty"`
 	Key       string            `json:"key,omitempty"`
 	URL       string            `json:"url,omitempty"`

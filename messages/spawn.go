@@ -26,6 +26,8 @@ type SpawnRequest struct {
 	// RequestID is chosen by the client to find its session in the events
 	// when it published without a reply subject.
 	RequestID string `json:"request_id,omitempty"`
+	// App names the catalog app to run; empty is the catalog's default.
+	App string `json:"app,omitempty"`
 	// Key makes the request get-or-create: a live session with the same key
 	// is returned instead of a new one.
 	Key string `json:"key,omitempty"`
@@ -85,6 +87,7 @@ type SpawnReply struct {
 var (
 	envNamePattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	labelKeyPattern  = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	appNamePattern   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	labelValPattern  = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
 	reservedEnvNames = map[string]bool{"PORT": true, "HOST": true}
 )
@@ -96,6 +99,9 @@ func (r SpawnRequest) Validate() error {
 	}
 	if len(r.RequestID) > MaxRequestID || !utf8.ValidString(r.RequestID) || strings.ContainsRune(r.RequestID, 0) {
 		return Errorf(CodeBadRequest, "request_id: at most %d bytes of UTF-8, with no NUL", MaxRequestID)
+	}
+	if r.App != "" && (len(r.App) > 63 || !appNamePattern.MatchString(r.App)) {
+		return Errorf(CodeBadRequest, "app: %q is not an app name (lower-case letters, digits and dashes); GET /apps lists them", r.App)
 	}
 	if err := checkTimeout("idle_timeout_seconds", r.IdleTimeoutSeconds); err != nil {
 		return err

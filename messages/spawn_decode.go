@@ -18,7 +18,7 @@ import (
 // U+FFFD so that different keys collide.
 
 // spawnFields names the fields of SpawnRequest exactly as they are spelled.
-var spawnFields = []string{"request_id", "key", "env", "labels", "idle_timeout_seconds", "max_lifetime_seconds"}
+var spawnFields = []string{"app", "request_id", "key", "env", "labels", "idle_timeout_seconds", "max_lifetime_seconds"}
 
 // DecodeSpawnRequest parses and validates a spawn request. An empty body is a
 // request with every field unset. Unknown, misspelt or repeated fields, null
@@ -135,6 +135,8 @@ func parseSpawnRequest(body []byte) (SpawnRequest, error) {
 		}
 		seen[name] = true
 		switch name {
+		case "app":
+			req.App, err = p.str(name)
 		case "request_id":
 			req.RequestID, err = p.str(name)
 		case "key":

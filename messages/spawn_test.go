@@ -34,6 +34,7 @@ func TestDecodeSpawnRequestAccepts(t *testing.T) {
 		{"escaped names and a surrogate pair", `{"k\u0065y":"\ud83d\ude00","env":{"\u0041":"\u00e9"}}`,
 			messages.SpawnRequest{Key: "😀", Env: map[string]string{"A": "é"}}},
 		{"literal replacement character", `{"key":"�"}`, messages.SpawnRequest{Key: "\uFFFD"}},
+		{"an app", `{"app":"files"}`, messages.SpawnRequest{App: "files"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +70,9 @@ func TestDecodeSpawnRequestRejects(t *testing.T) {
 		msg  string // part of the message that tells the user what to fix
 	}{
 		{"not JSON", `hello`, messages.CodeBadRequest, "malformed JSON at byte 0"},
+		{"app not a name", `{"app":"../x"}`, messages.CodeBadRequest, `app: "../x" is not an app name`},
+		{"app not a string", `{"app":1}`, messages.CodeBadRequest, "app must be a string"},
+		{"app in capitals", `{"App":"x"}`, messages.CodeBadRequest, `field names are lower case: "app"`},
 		{"bad literal", `{"key":nope}`, messages.CodeBadRequest, "malformed JSON at byte 8 (\"{\\\"key\\\":no\"): invalid character 'o'"},
 		{"truncated", `{"key":"a"`, messages.CodeBadRequest, "ends at byte 10"},
 		{"array", `[]`, messages.CodeBadRequest, "must be an object, not an array"},

@@ -2,6 +2,9 @@ package provisioner
 
 import (
 	"context"
+	"encoding/json"
+
+	"github.com/spawnerhq/spawner/internal/catalog"
 
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -32,6 +35,20 @@ type Spec struct {
 	BasePath string
 	Env      map[string]string
 	Labels   map[string]string
+	// App names the catalog app; the fields after it are the app's, and
+	// each empty one means the backend's own setting.
+	App string
+	// Command is the app's command (process backend).
+	Command string
+	// Image is the app's image (Docker, Kubernetes).
+	Image string
+	// Resources are the app's limits (Docker, Kubernetes).
+	Resources catalog.Resources
+	// PodTemplate is a JSON Pod or PodTemplate merged like
+	// SPAWNER_POD_TEMPLATE, over it (Kubernetes).
+	PodTemplate json.RawMessage
+	// StatusSource is the app's SPAWNER_STATUS_SOURCE.
+	StatusSource string
 }
 
 // Instance is a running session as the backend sees it.

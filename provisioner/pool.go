@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -22,60 +23,62 @@ func poolable(req messages.SpawnRequest) bool {
 	return len(req.Env) == 0 && len(req.Labels) == 0
 }
 
-func (p *Provisioner) popPooled() (string, bool) {
+func (p *Provisioner) popPooled(app string) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.pool) == 0 {
+	pool := p.pool[app]
+	if len(pool) == 0 {
 		return "", false
 	}
-	id := p.pool[len(p.pool)-1]
-	p.pool = p.pool[:len(p.pool)-1]
+	id := pool[len(pool)-1]
+	p.pool[app] = pool[:len(pool)-1]
 	return id, true
 }
 
-func (p *Provisioner) pushPooled(id string) {
+func (p *Provisioner) pushPooled(app, id string) {
 	p.mu.Lock()
-	p.pool = append(p.pool, id)
+	p.pool[app] = append(p.pool[app], id)
 	p.mu.Unlock()
 }
 
-func (p *Provisioner) poolLen() int {
+func (p *Provisioner) poolLen(app string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.pool) + p.poolFilling
+	return len(p.pool[app]) + p.poolFilling[app]
 }
 
-// claim hands a pooled session to req. It reports false when the pool is
-// empty or the popped session is gone, and the caller spawns fresh.
-func (p *Provisioner) claim(ctx context.Context, id string, req messages.SpawnRequest) (messages.SpawnReply, bool) {
+// claim hands a pooled session of app to req. It reports false when the
+// pool is empty or the popped session is gone, and the caller spawns fresh.
+func (p *Provisioner) claim(ctx context.Context, id string, req messages.SpawnRequest, app catalog.App) (messages.SpawnReply, bool) {
 	defer p.refillSoon()
 	entry, err := p.reg.Get(ctx, id)
-	if err != nil || !entry.Session.Pooled || entry.Session.Status != messages.StatusReady {
+	if err != nil || !entry.Session.Pooled || entry.Session.Status != messages.StatusReady || p.appOf(entry.Session) != app.Name {
 		return messages.SpawnReply{}, false
 	}
 	s := entry.Session
 	now := p.now().UTC()
 	s.Pooled, s.ClaimedAt, s.CreatedAt = false, now, now
 	s.Key, s.RequestID = req.Key, req.RequestID
-	s.IdleTimeoutSeconds = seconds(req.IdleTimeoutSeconds, p.cfg.IdleTimeout)
-	s.MaxLifetimeSeconds = seconds(req.MaxLifetimeSeconds, p.cfg.MaxLifetime)
+	s.IdleTimeoutSeconds = seconds(req.IdleTimeoutSeconds, p.idleTimeout(app))
+	s.MaxLifetimeSeconds = seconds(req.MaxLifetimeSeconds, p.maxLifetime(app))
 	// The compare-and-swap is what makes a claim happen at most once, even
 	// if two replicas ever held the same id.
 	if _, err := p.reg.Update(ctx, s, entry.Revision); err != nil {
 		return messages.SpawnReply{}, false
 	}
-	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, RequestID: req.RequestID, Key: req.Key,
+	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, App: s.App, RequestID: req.RequestID, Key: req.Key,
 		URL: s.URL, Upstream: s.Upstream, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels})
 	return messages.SpawnReply{SessionID: id, URL: s.URL, Status: s.Status, Created: true, Key: req.Key}, true
 }
 
-// fromPool serves req from the pool when it can. With a key it binds the
-// key to the pooled session first, so key races behave as for a spawn.
-func (p *Provisioner) fromPool(ctx context.Context, req messages.SpawnRequest) (messages.SpawnReply, bool, error) {
-	if p.cfg.WarmPool <= 0 || !poolable(req) {
+// fromPool serves req from app's pool when it can: a pooled session of
+// another app never serves it. With a key it binds the key to the pooled
+// session first, so key races behave as for a spawn.
+func (p *Provisioner) fromPool(ctx context.Context, req messages.SpawnRequest, app catalog.App) (messages.SpawnReply, bool, error) {
+	if app.WarmPool <= 0 || !poolable(req) {
 		return messages.SpawnReply{}, false, nil
 	}
-	id, ok := p.popPooled()
+	id, ok := p.popPooled(app.Name)
 	if !ok {
 		p.refillSoon()
 		return messages.SpawnReply{}, false, nil
@@ -83,7 +86,7 @@ func (p *Provisioner) fromPool(ctx context.Context, req messages.SpawnRequest) (
 	if req.Key != "" {
 		bound, err := p.reg.ClaimKey(ctx, req.Key, id)
 		if err != nil {
-			p.pushPooled(id)
+			p.pushPooled(app.Name, id)
 			if errors.Is(err, registry.ErrExists) {
 				rep, ok, err := p.existing(ctx, req.Key, bound)
 				return rep, ok, err
@@ -91,7 +94,7 @@ func (p *Provisioner) fromPool(ctx context.Context, req messages.SpawnRequest) (
 			return messages.SpawnReply{}, false, nil
 		}
 	}
-	rep, ok := p.claim(ctx, id, req)
+	rep, ok := p.claim(ctx, id, req, app)
 	if !ok && req.Key != "" {
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 	}
@@ -105,32 +108,17 @@ func (p *Provisioner) refillSoon() {
 	}
 }
 
-// fillPool keeps the pool at its size until ctx ends.
+// fillPool keeps every app's pool at its size until ctx ends. It reads
+// the catalog at each round, so a reloaded catalog's pools fill too.
 func (p *Provisioner) fillPool(ctx context.Context) {
-	if p.cfg.WarmPool <= 0 {
-		return
-	}
 	p.adoptPooled(ctx)
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		for p.poolLen() < p.cfg.WarmPool && ctx.Err() == nil {
-			id := messages.NewSessionID()
-			if err := p.checkCapacity(ctx, id); err != nil {
-				break
+		for _, app := range p.apps.Load().cat.Apps() {
+			if app.WarmPool > 0 {
+				p.fillApp(ctx, app)
 			}
-			p.mu.Lock()
-			p.poolFilling++
-			p.mu.Unlock()
-			_, err := p.create(ctx, id, messages.SpawnRequest{}, true)
-			p.mu.Lock()
-			p.poolFilling--
-			p.mu.Unlock()
-			if err != nil {
-				p.log.Warn("warm pool spawn failed", "err", err)
-				break
-			}
-			p.pushPooled(id)
 		}
 		select {
 		case <-ctx.Done():
@@ -139,6 +127,43 @@ func (p *Provisioner) fillPool(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// fillApp starts pooled sessions of app until its pool is full, or a
+// spawn fails or capacity runs out.
+func (p *Provisioner) fillApp(ctx context.Context, app catalog.App) {
+	for p.poolLen(app.Name) < app.WarmPool && ctx.Err() == nil {
+		id := messages.NewSessionID()
+		if err := p.checkCapacity(ctx, id); err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.poolFilling[app.Name]++
+		p.mu.Unlock()
+		_, err := p.create(ctx, id, messages.SpawnRequest{}, app, true)
+		p.mu.Lock()
+		p.poolFilling[app.Name]--
+		p.mu.Unlock()
+		if err != nil {
+			p.log.Warn("warm pool spawn failed", "app", app.Name, "err", err)
+			return
+		}
+		// A reload may have shrunk or dropped the pool while this started.
+		if now, ok := p.apps.Load().cat.Get(app.Name); !ok || now.Name != app.Name || p.poolLen(app.Name) >= now.WarmPool {
+			p.queueStop(id, messages.ReasonDeleted, "its app's warm pool shrank when the catalog was reloaded")
+			return
+		}
+		p.pushPooled(app.Name, id)
+	}
+}
+
+// appOf names the app of s; a record from before the catalog names none,
+// and ran the default app.
+func (p *Provisioner) appOf(s messages.Session) string {
+	if s.App == "" {
+		return p.apps.Load().cat.Default
+	}
+	return s.App
 }
 
 // adoptPooled takes back this provisioner's pooled sessions after a
@@ -151,7 +176,12 @@ func (p *Provisioner) adoptPooled(ctx context.Context) {
 	for _, e := range entries {
 		s := e.Session
 		if s.Pooled && s.Owner == p.cfg.Name && s.Status == messages.StatusReady && s.Backend == p.cfg.Backend {
-			p.pushPooled(s.ID)
+			if a, ok := p.apps.Load().cat.Get(p.appOf(s)); ok && a.WarmPool > 0 {
+				p.pushPooled(a.Name, s.ID)
+				continue
+			}
+			// Nobody can claim it: its app left the catalog or pools no more.
+			p.queueStop(s.ID, messages.ReasonDeleted, "its app has no warm pool in the catalog")
 		}
 	}
 }

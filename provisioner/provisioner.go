@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
@@ -54,6 +56,9 @@ type Config struct {
 	Metrics *metrics.Metrics `ignored:"true"`
 	// Tokens, when set, gives every reply the session's access token.
 	Tokens TokenSigner `ignored:"true"`
+	// Catalog is the apps requests may pick (SPAWNER_APPS); nil is the one
+	// app the settings above define.
+	Catalog *catalog.Catalog `ignored:"true"`
 }
 
 // TokenSigner derives a session's access token from its id.
@@ -72,6 +77,8 @@ type Provisioner struct {
 	now     func() time.Time
 	routing messages.Routing
 	env     messages.EnvPolicy
+	// apps is the catalog in force; SetCatalog swaps it.
+	apps atomic.Pointer[appSet]
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -79,10 +86,10 @@ type Provisioner struct {
 	// started is when this provisioner came up: a creating record of its
 	// own from before then belongs to a spawn that died with its last run.
 	started time.Time
-	// pool holds this provisioner's unclaimed warm sessions; poolFilling
-	// counts the ones being started.
-	pool        []string
-	poolFilling int
+	// pool holds this provisioner's unclaimed warm sessions by app;
+	// poolFilling counts the ones being started.
+	pool        map[string][]string
+	poolFilling map[string]int
 	refill      chan struct{}
 	// work serialises the operations on each session (workqueue.go).
 	work *workQueue
@@ -119,13 +126,21 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, err
 	}
+	set, err := checkCatalog(cfg, cfg.Catalog, routing)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Metrics.KnowApps(set.cat.Names())
 	log = log.With("component", "provisioner")
-	return &Provisioner{
+	p := &Provisioner{
 		routing: routing, env: env, work: newWorkQueue(log),
+		pool: map[string][]string{}, poolFilling: map[string]int{},
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log, now: time.Now,
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
-	}, nil
+	}
+	p.apps.Store(set)
+	return p, nil
 }
 
 // Ready is closed once the provisioner takes requests.

@@ -61,7 +61,8 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 			if err := p.backend.Stop(ctx, inst.SessionID); err != nil {
 				return err
 			}
-			p.cfg.Metrics.SessionTerminated(messages.ReasonOrphaned)
+			// An orphan has no record to say which app it ran.
+			p.cfg.Metrics.SessionTerminated("unknown", messages.ReasonOrphaned)
 			p.emit(messages.Event{Type: messages.EventTerminated, SessionID: inst.SessionID,
 				Backend: p.cfg.Backend, Owner: p.cfg.Name, Reason: messages.ReasonOrphaned})
 			return nil

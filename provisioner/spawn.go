@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
@@ -39,10 +40,11 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 	if err := req.Validate(); err != nil {
 		return messages.SpawnReply{}, err
 	}
-	if err := p.env.Check(req.Env); err != nil {
+	app, err := p.resolve(req)
+	if err != nil {
 		return messages.SpawnReply{}, err
 	}
-	if rep, ok, err := p.fromPool(ctx, req); ok || err != nil {
+	if rep, ok, err := p.fromPool(ctx, req, app); ok || err != nil {
 		return rep, err
 	}
 	id := messages.NewSessionID()
@@ -67,7 +69,7 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 		return messages.SpawnReply{}, err
 	}
-	return p.create(ctx, id, req, false)
+	return p.create(ctx, id, req, app, false)
 }
 
 // existing answers with the session already bound to key. It reports false
@@ -160,15 +162,16 @@ func (p *Provisioner) sessionURL(id string) string {
 	return p.routing.SessionURL(p.cfg.PublicURL, p.cfg.SessionDomain, id)
 }
 
-func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest, pooled bool) (messages.SpawnReply, error) {
+func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest, app catalog.App, pooled bool) (messages.SpawnReply, error) {
 	start := p.now()
 	p.track(id, true)
 	defer p.track(id, false)
+	spec := p.spec(id, p.sessionURL(id), req, app)
 	s := messages.Session{
-		ID: id, Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
-		URL: p.sessionURL(id), Labels: req.Labels, Backend: p.cfg.Backend, Owner: p.cfg.Name,
-		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.cfg.IdleTimeout),
-		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.cfg.MaxLifetime),
+		ID: id, App: app.Name, Routing: messages.Routing(app.Routing), Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
+		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Owner: p.cfg.Name,
+		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.idleTimeout(app)),
+		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.maxLifetime(app)),
 		CreatedAt:          start.UTC(),
 		Pooled:             pooled,
 	}
@@ -180,11 +183,11 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "%v", err)
 	}
 	log := p.log.With("session_id", id)
-	p.emit(messages.Event{Type: messages.EventCreating, SessionID: id, RequestID: req.RequestID, Key: req.Key,
+	p.emit(messages.Event{Type: messages.EventCreating, SessionID: id, App: s.App, RequestID: req.RequestID, Key: req.Key,
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels})
 
 	startCtx, cancel := context.WithTimeout(ctx, p.cfg.SpawnTimeout)
-	inst, err := p.backend.Start(startCtx, Spec{SessionID: id, URL: s.URL, BasePath: p.routing.BasePath(id), Env: req.Env, Labels: req.Labels})
+	inst, err := p.backend.Start(startCtx, spec)
 	timedOut := startCtx.Err() != nil
 	cancel()
 	if err != nil {
@@ -219,7 +222,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	took := p.now().Sub(start)
 	log.Info("session ready", "upstream", inst.Upstream, "took", took)
 	p.cfg.Metrics.SpawnReady(took)
-	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, RequestID: req.RequestID, Key: req.Key,
+	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, App: s.App, RequestID: req.RequestID, Key: req.Key,
 		URL: s.URL, Upstream: s.Upstream, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels,
 		SpawnSeconds: took.Seconds()})
 	return messages.SpawnReply{SessionID: id, URL: s.URL, Status: s.Status, Created: true, Key: req.Key}, nil
@@ -241,7 +244,7 @@ func (p *Provisioner) rollback(ctx context.Context, s messages.Session, rev uint
 		p.log.Error("roll back key", "session_id", s.ID, "err", err)
 	}
 	p.release(ctx, s.ID)
-	p.emit(messages.Event{Type: messages.EventFailed, SessionID: s.ID, RequestID: s.RequestID, Key: s.Key,
+	p.emit(messages.Event{Type: messages.EventFailed, SessionID: s.ID, App: s.App, RequestID: s.RequestID, Key: s.Key,
 		Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: messages.ReasonFailed,
 		Error: cause.Error(), SpawnSeconds: p.now().Sub(start).Seconds()})
 }

@@ -100,7 +100,7 @@ func (p *Provisioner) stop(ctx context.Context, id string, reason messages.Reaso
 				return true, messages.Errorf(messages.CodeUnavailable, "%v", err)
 			}
 			entry.Revision = rev
-			p.emit(messages.Event{Type: messages.EventStopping, SessionID: id, Key: s.Key, RequestID: s.RequestID,
+			p.emit(messages.Event{Type: messages.EventStopping, SessionID: id, App: s.App, Key: s.Key, RequestID: s.RequestID,
 				Backend: s.Backend, Owner: s.Owner, Reason: reason})
 		}
 		return true, p.finishStop(ctx, s, entry.Revision, reason, detail)
@@ -119,8 +119,8 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	}
 	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
-	p.cfg.Metrics.SessionTerminated(reason)
-	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, Key: s.Key, RequestID: s.RequestID,
+	p.cfg.Metrics.SessionTerminated(p.appOf(s), reason)
+	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, App: s.App, Key: s.Key, RequestID: s.RequestID,
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
 	return nil

@@ -113,6 +113,7 @@ function sessionRow(s) {
   const sid = el("span", "sid", short(s.session_id));
   sid.title = s.session_id;
   idCell.append(sid);
+  if (s.app) idCell.append(el("span", "app", s.app));
   if (s.key) idCell.append(el("span", "key", s.key));
 
   const age = el("td", "num age");
@@ -198,7 +199,9 @@ $("new-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const key = $("new-key").value.trim();
   const idle = Number($("new-idle").value);
+  const app = $("new-app").value;
   const body = {};
+  if (app) body.app = app;
   if (key) body.key = key;
   if (idle > 0) body.idle_timeout_seconds = idle;
   const n = ++pendingN;
@@ -384,5 +387,35 @@ function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 setInterval(tick, 1000);
 setInterval(refresh, POLL_MS);
 window.addEventListener("resize", () => chart.draw());
+// ---- Apps --------------------------------------------------------------
+
+// loadApps fills the form's app list from the catalog (GET /apps). The
+// default app comes first and is selected.
+async function loadApps() {
+  let data;
+  try {
+    data = await api("GET", "/apps");
+  } catch {
+    return; // The form still works: the default app needs no name.
+  }
+  const apps = (data && data.apps) || [];
+  apps.sort((a, b) => (b.default ? 1 : 0) - (a.default ? 1 : 0));
+  const sel = $("new-app");
+  sel.replaceChildren();
+  for (const a of apps) {
+    const o = el("option", "", a.description ? a.name + " — " + a.description : a.name);
+    o.value = a.name;
+    if (a.default) o.selected = true;
+    sel.append(o);
+  }
+  const describe = () => {
+    const a = apps.find((x) => x.name === sel.value);
+    $("new-app-desc").textContent = a && a.idle_timeout_seconds ? "idle timeout " + human(a.idle_timeout_seconds * 1000) : "";
+  };
+  sel.addEventListener("change", describe);
+  describe();
+}
+
+loadApps();
 refresh();
 streamLoop();

@@ -22,6 +22,7 @@ const sessionsUsage = `Usage:
   spawner sessions ls                  list live sessions
   spawner sessions get ID              show one session
   spawner sessions new [flags]         start a session and print its URL
+      --app NAME         the catalog app to run (spawner apps ls)
       --key K            get-or-create: reuse the live session with key K
       --label k=v        a label (repeatable)
       --env NAME=VALUE   an environment variable for the app (repeatable)
@@ -108,6 +109,7 @@ func sessions(ctx context.Context, o *cliOptions, args []string, stdout, stderr 
 	o.register(fs)
 	var req messages.SpawnRequest
 	if verb == "new" {
+		fs.StringVar(&req.App, "app", "", "the catalog app to run")
 		fs.StringVar(&req.Key, "key", "", "get-or-create key")
 		fs.Func("label", "a label k=v (repeatable)", pairFlag(&req.Labels))
 		fs.Func("env", "an environment variable NAME=VALUE (repeatable)", pairFlag(&req.Env))
@@ -263,7 +265,7 @@ func formatEvent(ev messages.Event) string {
 
 func writeSessionTable(w io.Writer, list []client.Session, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tAGE\tIDLE\tCONNS\tKEY\tURL")
+	fmt.Fprintln(tw, "ID\tAPP\tSTATUS\tAGE\tIDLE\tCONNS\tKEY\tURL")
 	for _, s := range list {
 		idle, conns := "-", "-"
 		if s.SecondsInactive != nil {
@@ -276,7 +278,11 @@ func writeSessionTable(w io.Writer, list []client.Session, now time.Time) error 
 		if key == "" {
 			key = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Status,
+		app := s.App
+		if app == "" {
+			app = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, app, s.Status,
 			humanDuration(now.Sub(s.CreatedAt)), idle, conns, key, s.URL)
 	}
 	return tw.Flush()
@@ -290,6 +296,7 @@ func writeSessionDetail(w io.Writer, s client.Session, now time.Time) error {
 		}
 	}
 	row("ID", s.ID)
+	row("App", s.App)
 	row("Status", string(s.Status))
 	row("URL", s.URL)
 	row("Key", s.Key)

@@ -31,6 +31,12 @@ func TestMain(m *testing.M) {
 // startSpawner runs the all-in-one on random ports and points the CLI at it.
 func startSpawner(t *testing.T) string {
 	t.Helper()
+	return startSpawnerWith(t, nil)
+}
+
+// startSpawnerWith is startSpawner with tune applied to the settings.
+func startSpawnerWith(t *testing.T, tune func(*app.Config)) string {
+	t.Helper()
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "SPAWNER_") {
 			t.Setenv(name, "")
@@ -44,6 +50,9 @@ func startSpawner(t *testing.T) string {
 	cfg.Common.DataDir = t.TempDir()
 	cfg.Bus.Listen = "127.0.0.1:-1"
 	cfg.Gateway.HTTPAddr = "127.0.0.1:0"
+	if tune != nil {
+		tune(&cfg)
+	}
 	m := app.NewMain(cfg, slog.New(slog.DiscardHandler))
 	m.DemoCommand = "'" + os.Args[0] + "' demo"
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,6 +88,8 @@ func cli(t *testing.T, args ...string) (string, error) {
 		err = runSessions(ctx, args[1:], &out, &errOut)
 	case "events":
 		err = runEvents(ctx, args[1:], &out, &errOut)
+	case "apps":
+		err = runApps(ctx, args[1:], &out, &errOut)
 	default:
 		t.Fatalf("no verb %q", args[0])
 	}

@@ -34,6 +34,7 @@ Usage:
                        the default app when present
   spawner sessions     ls|get|new|rm: manage sessions through the API
   spawner events       print session lifecycle events as they happen
+  spawner apps         ls: list the apps a session may run
   spawner doctor       check ports, NATS, the backend, the app command and the
                        data dir; prints a fix for each failure
   spawner version      the version, commit and Go version of this binary
@@ -74,6 +75,8 @@ func run(ctx context.Context, mode string, args []string) error {
 		return runSessions(ctx, args, os.Stdout, os.Stderr)
 	case "events":
 		return runEvents(ctx, args, os.Stdout, os.Stderr)
+	case "apps":
+		return runApps(ctx, args, os.Stdout, os.Stderr)
 	case "version", "--version":
 		printVersion()
 		return nil
@@ -102,5 +105,23 @@ func runComponents(ctx context.Context, mode app.Mode) error {
 		return errors.New("SPAWNER_NATS_URL is required outside the all-in-one mode")
 	}
 	m := app.NewMain(cfg, log)
+	if cfg.Common.Apps != "" {
+		// SIGHUP reloads the app catalog; live sessions keep running.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := m.Reload(); err != nil {
+						log.Error("catalog not reloaded; the old one stays in force", "err", err)
+					}
+				}
+			}
+		}()
+	}
 	return m.Run(ctx, mode)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -51,6 +52,11 @@ type Main struct {
 	httpAddr    string
 	metricsAddr string
 	natsURL     string
+
+	// reload guards the components a catalog reload reaches.
+	reload      sync.Mutex
+	gateway     *gateway.Gateway
+	provisioner *provisioner.Provisioner
 }
 
 // NewMain returns a Main for cfg.
@@ -82,6 +88,9 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	// Run fills in what the settings leave open (collectors, URLs, the
 	// token signer) on its own copy: m.Config stays what the caller gave.
 	cfg := m.Config
+	if err := useCatalog(&cfg); err != nil {
+		return err
+	}
 	mx := useMetrics(&cfg)
 	var nc *nats.Conn
 	if (mode == ModeAll && cfg.Bus.URL == "") || cfg.Common.SessionAuth == "token" {
@@ -235,6 +244,9 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, cfg *Config, nc *na
 		ln.Close()
 		return err
 	}
+	m.reload.Lock()
+	m.gateway = gw
+	m.reload.Unlock()
 	addActor(ctx, g, func(ctx context.Context) error { return gw.Serve(ctx, ln) })
 	// Started promises a gateway that serves: /readyz says 200 only once
 	// the registry is loaded.
@@ -281,6 +293,9 @@ func (m *Main) addProvisioner(g *run.Group, all *Config, nc *nats.Conn, reg *reg
 	if err != nil {
 		return err
 	}
+	m.reload.Lock()
+	m.provisioner = p
+	m.reload.Unlock()
 	addActor(context.Background(), g, p.Run)
 	m.waitFor = append(m.waitFor, p.Ready())
 	return nil

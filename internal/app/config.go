@@ -55,6 +55,9 @@ type Common struct {
 	// SessionSecret (hex, 32 bytes or more) signs session tokens; every
 	// gateway and provisioner must share it. Empty keeps one in DataDir.
 	SessionSecret string `envconfig:"SESSION_SECRET" desc:"hex secret that signs session tokens (default: kept in the data dir); share it between replicas"`
+	// Apps names the app catalog file (YAML or JSON): the named apps a
+	// request may pick. Empty means the settings define one app, "default".
+	Apps string `envconfig:"APPS" desc:"the app catalog file, YAML or JSON; see App catalog (default: one app, default, from the other settings)"`
 }
 
 // LoadConfig reads the environment into a Config.

@@ -64,8 +64,8 @@ func New() *Metrics {
 	m := &Metrics{reg: reg}
 	m.sessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "sessions",
-		Help: "Live sessions in the registry, by status.",
-	}, []string{"status"})
+		Help: "Live sessions in the registry, by status and catalog app.",
+	}, []string{"status", "app"})
 	m.spawnDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "spawn_duration_seconds",
 		Help: "Time from a spawn request to a ready session (outcome=ready) or to its failure (outcome=failed).",
@@ -92,8 +92,8 @@ func New() *Metrics {
 	})
 	m.terminations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "sessions_terminated_total",
-		Help: "Sessions ended by the provisioner, by reason.",
-	}, []string{"reason"})
+		Help: "Sessions ended by the provisioner, by reason and catalog app.",
+	}, []string{"reason", "app"})
 	m.reaps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "reaps_total",
 		Help: "Stops the reaper asked for and the provisioner accepted, by reason.",
@@ -123,9 +123,6 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "event_streams_open",
 		Help: "Server-sent event streams (/events) open now.",
 	})
-	for _, status := range []messages.Status{messages.StatusCreating, messages.StatusReady, messages.StatusStopping} {
-		m.sessions.WithLabelValues(string(status))
-	}
 	for _, o := range []string{"ready", "failed"} {
 		m.spawnDuration.WithLabelValues(o)
 	}
@@ -134,10 +131,6 @@ func New() *Metrics {
 	// before the first of each happens.
 	for _, r := range []string{FailCapacity, FailTimeout, FailBackend, FailCancelled, FailRegistry} {
 		m.spawnFailures.WithLabelValues(r)
-	}
-	for _, r := range []messages.Reason{messages.ReasonIdle, messages.ReasonLifetime, messages.ReasonDeleted, messages.ReasonExited,
-		messages.ReasonFailed, messages.ReasonOrphaned, messages.ReasonLost, messages.ReasonUnhealthy, messages.ReasonShutdown} {
-		m.terminations.WithLabelValues(string(r))
 	}
 	for _, r := range []messages.Reason{messages.ReasonIdle, messages.ReasonLifetime, messages.ReasonUnhealthy} {
 		m.reaps.WithLabelValues(string(r))
@@ -231,11 +224,42 @@ func (m *Metrics) TrackSpawnQueue(depth func() int) {
 	m.spawnQueue.Store(&depth)
 }
 
-// SessionTerminated records a session the provisioner ended.
-func (m *Metrics) SessionTerminated(reason messages.Reason) {
+// SessionTerminated records a session of app the provisioner ended.
+func (m *Metrics) SessionTerminated(app string, reason messages.Reason) {
 	if m != nil {
-		m.terminations.WithLabelValues(string(reason)).Inc()
+		m.terminations.WithLabelValues(string(reason), AppLabel(app)).Inc()
 	}
+}
+
+// terminationReasons are the reasons a session ends, each series started
+// at zero for every known app.
+var terminationReasons = []messages.Reason{messages.ReasonIdle, messages.ReasonLifetime, messages.ReasonDeleted,
+	messages.ReasonExited, messages.ReasonFailed, messages.ReasonOrphaned, messages.ReasonLost,
+	messages.ReasonUnhealthy, messages.ReasonShutdown}
+
+// KnowApps starts the per-app series of the catalog's apps at zero, so
+// rate() and the dashboards work before the first session of each.
+func (m *Metrics) KnowApps(apps []string) {
+	if m == nil {
+		return
+	}
+	for _, app := range apps {
+		for _, st := range []messages.Status{messages.StatusCreating, messages.StatusReady, messages.StatusStopping} {
+			m.sessions.WithLabelValues(string(st), app)
+		}
+		for _, r := range terminationReasons {
+			m.terminations.WithLabelValues(string(r), app)
+		}
+	}
+}
+
+// AppLabel is the app label of a session: a record from before the
+// catalog names no app, and ran the one app there was, "default".
+func AppLabel(app string) string {
+	if app == "" {
+		return "default"
+	}
+	return app
 }
 
 // Reaped records a stop the reaper asked for and got.

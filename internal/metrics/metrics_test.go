@@ -47,7 +47,8 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.SpawnReady(time.Second)
 	m.SpawnFailed(FailBackend, time.Second)
 	m.TrackSpawnQueue(func() int { return 1 })
-	m.SessionTerminated(messages.ReasonIdle)
+	m.SessionTerminated("demo", messages.ReasonIdle)
+	m.KnowApps([]string{"demo"})
 	m.Reaped(messages.ReasonIdle)
 	m.Probed(time.Millisecond, true)
 	m.ProxyAnswered(200)
@@ -72,7 +73,8 @@ func TestObservationsShowOnTheHandler(t *testing.T) {
 	m.SpawnStarted()
 	m.TrackSpawnQueue(func() int { return 7 })
 	m.Reaped(messages.ReasonIdle)
-	m.SessionTerminated(messages.ReasonExited)
+	m.KnowApps([]string{"demo", "files"})
+	m.SessionTerminated("files", messages.ReasonExited)
 	m.Probed(3*time.Millisecond, true)
 	m.ProxyAnswered(http.StatusSwitchingProtocols)
 	m.ProxyAnswered(http.StatusBadGateway)
@@ -89,7 +91,9 @@ func TestObservationsShowOnTheHandler(t *testing.T) {
 		`spawner_spawns_in_flight 1`,
 		`spawner_spawn_queue_depth 7`,
 		`spawner_reaps_total{reason="idle"} 1`,
-		`spawner_sessions_terminated_total{reason="exited"} 1`,
+		`spawner_sessions_terminated_total{app="files",reason="exited"} 1`,
+		`spawner_sessions_terminated_total{app="demo",reason="exited"} 0`,
+		`spawner_sessions{app="files",status="ready"} 0`,
 		`spawner_probe_failures_total 1`,
 		`spawner_probe_duration_seconds_count 1`,
 		`spawner_proxy_requests_total{code="101"} 1`,
@@ -119,7 +123,7 @@ func TestWatchSessionsCountsTheRegistry(t *testing.T) {
 	go func() { done <- m.WatchSessions(ctx, reg, slog.New(slog.DiscardHandler)) }()
 
 	gauge := func(status messages.Status) string {
-		re := regexp.MustCompile(`spawner_sessions\{status="` + string(status) + `"\} (\d+)`)
+		re := regexp.MustCompile(`spawner_sessions\{app="files",status="` + string(status) + `"\} (\d+)`)
 		if mm := re.FindStringSubmatch(exposition(t, m)); mm != nil {
 			return mm[1]
 		}
@@ -135,8 +139,8 @@ func TestWatchSessionsCountsTheRegistry(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	a := messages.Session{ID: messages.NewSessionID(), Status: messages.StatusCreating, CreatedAt: time.Now()}
-	b := messages.Session{ID: messages.NewSessionID(), Status: messages.StatusReady, CreatedAt: time.Now()}
+	a := messages.Session{ID: messages.NewSessionID(), App: "files", Status: messages.StatusCreating, CreatedAt: time.Now()}
+	b := messages.Session{ID: messages.NewSessionID(), App: "files", Status: messages.StatusReady, CreatedAt: time.Now()}
 	revA, err := reg.Create(ctx, a)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +191,9 @@ func TestServeAnswersUntilCancelled(t *testing.T) {
 // The example dashboard and rules may name only metrics that exist.
 func TestMonitoringExamplesNameRealMetrics(t *testing.T) {
 	known := map[string]bool{}
-	for _, line := range strings.Split(exposition(t, New()), "\n") {
+	m := New()
+	m.KnowApps([]string{"default"}) // As every gateway and provisioner does.
+	for _, line := range strings.Split(exposition(t, m), "\n") {
 		if name, ok := strings.CutPrefix(line, "# TYPE "); ok {
 			known[strings.Fields(name)[0]] = true
 		}

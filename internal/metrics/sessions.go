@@ -8,7 +8,7 @@ import (
 	"github.com/spawnerhq/spawner/messages"
 )
 
-// WatchSessions keeps spawner_sessions{status} equal to the registry's
+// WatchSessions keeps spawner_sessions{status,app} equal to the registry's
 // records until ctx is done. It follows a registry cache rather than
 // listing the bucket at each scrape, so a scrape costs nothing at any
 // session count.
@@ -17,24 +17,26 @@ func (m *Metrics) WatchSessions(ctx context.Context, reg *registry.Registry, log
 		<-ctx.Done()
 		return nil
 	}
-	for _, st := range []messages.Status{messages.StatusCreating, messages.StatusReady, messages.StatusStopping} {
-		m.sessions.WithLabelValues(string(st))
-	}
 	// The cache reports a record that ended while its watch was down as
 	// deleted, so the counts never keep a session that is gone.
-	status := map[string]messages.Status{}
+	type seen struct {
+		status messages.Status
+		app    string
+	}
+	status := map[string]seen{}
 	cache := registry.NewCache(reg, nil, log.With("component", "metrics"))
 	cache.OnChange(func(c registry.Change) {
 		if c.Synced {
 			return
 		}
 		if old, ok := status[c.ID]; ok {
-			m.sessions.WithLabelValues(string(old)).Dec()
+			m.sessions.WithLabelValues(string(old.status), old.app).Dec()
 			delete(status, c.ID)
 		}
 		if !c.Deleted {
-			status[c.ID] = c.Session.Status
-			m.sessions.WithLabelValues(string(c.Session.Status)).Inc()
+			now := seen{c.Session.Status, AppLabel(c.Session.App)}
+			status[c.ID] = now
+			m.sessions.WithLabelValues(string(now.status), now.app).Inc()
 		}
 	})
 	return cache.Run(ctx)

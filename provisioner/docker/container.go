@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 
+	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 )
 
@@ -42,12 +43,16 @@ func (b *Backend) start(ctx context.Context, spec provisioner.Spec) (provisioner
 	if err := b.ensureNetwork(ctx); err != nil {
 		return provisioner.Instance{}, err
 	}
-	created, err := b.cli.ContainerCreate(ctx, b.appConfig(spec), b.appHostConfig(),
+	app, err := b.settingsOf(spec)
+	if err != nil {
+		return provisioner.Instance{}, err
+	}
+	created, err := b.cli.ContainerCreate(ctx, b.appConfig(spec, app), b.appHostConfig(app),
 		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{b.cfg.Network: {}}},
 		nil, appName(id))
 	if err != nil {
 		if cerrdefs.IsNotFound(err) && strings.Contains(strings.ToLower(err.Error()), "image") {
-			return provisioner.Instance{}, fmt.Errorf("image %q is not on the engine (Spawner never pulls; build or load it first): %w", b.cfg.Image, err)
+			return provisioner.Instance{}, fmt.Errorf("image %q is not on the engine (Spawner never pulls; build or load it first): %w", app.image, err)
 		}
 		return provisioner.Instance{}, fmt.Errorf("create container: %w", err)
 	}
@@ -74,8 +79,8 @@ func (b *Backend) start(ctx context.Context, spec provisioner.Spec) (provisioner
 	if ip == "" && b.cfg.Route == "ip" {
 		return provisioner.Instance{}, fmt.Errorf("container %s has no address on network %s", short(created.ID), b.cfg.Network)
 	}
-	inst := b.instance(id, b.endpoint(id, ip), short(created.ID))
-	if b.sources.Sidecar {
+	inst := b.instance(id, b.endpoint(id, ip), short(created.ID), app.sources)
+	if app.sources.Sidecar {
 		sc, err := b.startSidecar(ctx, spec, created.ID)
 		if err != nil {
 			return provisioner.Instance{}, err
@@ -129,7 +134,7 @@ func (b *Backend) labels(spec provisioner.Spec, role string) map[string]string {
 	return l
 }
 
-func (b *Backend) appConfig(spec provisioner.Spec) *container.Config {
+func (b *Backend) appConfig(spec provisioner.Spec, app appSettings) *container.Config {
 	// HOST stays unset so that apps bind every interface of their
 	// container; only the network's address is reachable anyway.
 	env := make([]string, 0, len(spec.Env)+3)
@@ -142,10 +147,12 @@ func (b *Backend) appConfig(spec provisioner.Spec) *container.Config {
 		"SPAWNER_SESSION_URL="+spec.URL,
 		"SPAWNER_BASE_PATH="+spec.BasePathOrRoot(),
 	)
-	return &container.Config{Image: b.cfg.Image, Env: env, Labels: b.labels(spec, RoleApp)}
+	labels := b.labels(spec, RoleApp)
+	labels[LabelStatusSource] = app.sources.String()
+	return &container.Config{Image: app.image, Env: env, Labels: labels}
 }
 
-func (b *Backend) appHostConfig() *container.HostConfig {
+func (b *Backend) appHostConfig(app appSettings) *container.HostConfig {
 	h := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(b.cfg.Network),
 		Privileged:     false,
@@ -153,11 +160,14 @@ func (b *Backend) appHostConfig() *container.HostConfig {
 		SecurityOpt:    []string{"no-new-privileges"},
 		ReadonlyRootfs: b.cfg.ReadOnly,
 		Resources: container.Resources{
-			Memory: b.memory,
+			Memory: app.memory,
 			// Equal to Memory: no swap, so the limit is a limit.
-			MemorySwap: b.memory,
-			NanoCPUs:   b.nanoCPUs,
+			MemorySwap: app.memory,
+			NanoCPUs:   app.nanoCPUs,
 		},
+	}
+	if app.gpus > 0 {
+		h.DeviceRequests = []container.DeviceRequest{{Count: int(app.gpus), Capabilities: [][]string{{"gpu"}}}}
 	}
 	if b.cfg.PidsLimit > 0 {
 		pids := b.cfg.PidsLimit
@@ -272,7 +282,11 @@ func (b *Backend) List(ctx context.Context) ([]provisioner.Instance, error) {
 		if c.NetworkSettings != nil && c.NetworkSettings.Networks[b.cfg.Network] != nil {
 			ip = c.NetworkSettings.Networks[b.cfg.Network].IPAddress
 		}
-		inst := b.instance(id, b.endpoint(id, ip), short(c.ID))
+		sources := b.sources
+		if src, err := messages.ParseStatusSources(c.Labels[LabelStatusSource]); err == nil && c.Labels[LabelStatusSource] != "" {
+			sources = src
+		}
+		inst := b.instance(id, b.endpoint(id, ip), short(c.ID), sources)
 		if i, ok := seen[id]; ok {
 			if c.Labels[LabelRole] == RoleApp {
 				out[i] = inst // The app container names the session, not its sidecar.

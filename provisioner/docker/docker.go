@@ -178,19 +178,19 @@ func (b *Backend) endpoint(sessionID, ip string) string {
 	return ip
 }
 
-func (b *Backend) instance(sessionID, host, handle string) provisioner.Instance {
+func (b *Backend) instance(sessionID, host, handle string, sources messages.StatusSources) provisioner.Instance {
 	upstream := net.JoinHostPort(host, strconv.Itoa(b.cfg.Port))
 	statusURL := "http://" + upstream + "/status"
 	switch {
-	case b.sources.Sidecar:
+	case sources.Sidecar:
 		// The sidecar shares the app's network namespace, so it answers on
 		// the app's address.
 		statusURL = "http://" + net.JoinHostPort(host, strconv.Itoa(SidecarPort)) + "/status"
-	case !b.sources.Polled():
+	case !sources.Polled():
 		statusURL = "" // The gateway alone counts the session's activity.
 	}
 	return provisioner.Instance{SessionID: sessionID, Upstream: upstream, StatusURL: statusURL, Handle: handle,
-		ProxyActivity: b.sources.Proxy}
+		ProxyActivity: sources.Proxy}
 }
 
 func (b *Backend) setStarting(id string, on bool) {

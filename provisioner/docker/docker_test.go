@@ -75,7 +75,11 @@ func TestContainerSpec(t *testing.T) {
 	}
 	spec := provisioner.Spec{SessionID: "abc", URL: "http://127.0.0.1:8080/p/abc/", BasePath: "/p/abc/",
 		Env: map[string]string{"B": "2", "A": "1"}, Labels: map[string]string{"team": "blue"}}
-	c := b.appConfig(spec)
+	app, err := b.settingsOf(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := b.appConfig(spec, app)
 	want := []string{"A=1", "B=2", "PORT=8080", "SPAWNER_SESSION_ID=abc", "SPAWNER_SESSION_URL=http://127.0.0.1:8080/p/abc/",
 		"SPAWNER_BASE_PATH=/p/abc/"}
 	if !slices.Equal(c.Env, want) {
@@ -85,7 +89,7 @@ func TestContainerSpec(t *testing.T) {
 		c.Labels[LabelRole] != RoleApp || c.Labels[LabelNetwork] != "spawner" {
 		t.Errorf("labels %v", c.Labels)
 	}
-	h := b.appHostConfig()
+	h := b.appHostConfig(app)
 	if h.Privileged || !slices.Equal(h.CapDrop, []string{"ALL"}) || !slices.Equal(h.SecurityOpt, []string{"no-new-privileges"}) {
 		t.Errorf("privileges: %v %v %v", h.Privileged, h.CapDrop, h.SecurityOpt)
 	}
@@ -115,7 +119,7 @@ func TestInstanceRoutes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inst := b.instance("abc", b.endpoint("abc", "172.18.0.5"), "h")
+		inst := b.instance("abc", b.endpoint("abc", "172.18.0.5"), "h", b.sources)
 		if inst.Upstream != tc.upstream || inst.StatusURL != tc.status {
 			t.Errorf("route %s, status %s: got %s and %s, want %s and %s", tc.route, tc.source, inst.Upstream, inst.StatusURL, tc.upstream, tc.status)
 		}

@@ -280,7 +280,11 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	id := spec.SessionID
 	notify := b.watch(id)
 	defer b.unwatch(id)
-	created, err := b.createPod(ctx, b.podFor(spec))
+	pod, err := b.podFor(spec)
+	if err != nil {
+		return provisioner.Instance{}, err
+	}
+	created, err := b.createPod(ctx, pod)
 	if err != nil {
 		return provisioner.Instance{}, err
 	}
@@ -374,11 +378,11 @@ func (b *Backend) instance(pod *corev1.Pod) provisioner.Instance {
 	switch {
 	case hasSidecar(pod):
 		statusURL = "http://" + net.JoinHostPort(host, strconv.Itoa(containerPort(pod, sidecarContainer, statusPortName, b.cfg.SidecarPort))) + "/status"
-	case !b.sources.Polled():
+	case !b.sourcesOf(pod).Polled():
 		statusURL = "" // The gateway alone counts the session's activity.
 	}
 	return provisioner.Instance{SessionID: id, Upstream: upstream, StatusURL: statusURL,
-		Handle: "pod/" + pod.Namespace + "/" + pod.Name, ProxyActivity: b.sources.Proxy}
+		Handle: "pod/" + pod.Namespace + "/" + pod.Name, ProxyActivity: b.sourcesOf(pod).Proxy}
 }
 
 func ignoreNotFound(err error) error {

@@ -259,7 +259,7 @@ func TestStartTimesOutWithLastState(t *testing.T) {
 // managedPod creates a session pod directly, as an earlier provisioner did.
 func (c *cluster) managedPod(t *testing.T, id string, mutate func(*corev1.Pod)) {
 	t.Helper()
-	pod := c.b.podFor(provisioner.Spec{SessionID: id})
+	pod := mustPodFor(t, c.b, provisioner.Spec{SessionID: id})
 	if mutate != nil {
 		mutate(pod)
 	}

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -108,15 +109,26 @@ func templateImage(tmpl *corev1.Pod) string {
 // on top. Spawner owns the name, its labels, the app container's image,
 // port and environment, and the restart policy; the secure defaults fill
 // only what the template leaves unset, so a template can opt out of them.
-func (b *Backend) podFor(spec provisioner.Spec) *corev1.Pod {
+func (b *Backend) podFor(spec provisioner.Spec) (*corev1.Pod, error) {
+	set, err := b.settingsOf(spec)
+	if err != nil {
+		return nil, err
+	}
 	pod := &corev1.Pod{}
-	if b.template != nil {
-		pod = b.template.DeepCopy()
+	if set.template != nil {
+		pod = set.template.DeepCopy()
 	}
 	meta := metav1.ObjectMeta{
 		Name: ObjectName(spec.SessionID), Namespace: b.cfg.Namespace,
 		Labels:      b.labels(pod.Labels, spec),
 		Annotations: pod.Annotations,
+	}
+	if set.sources != b.sources {
+		meta.Annotations = maps.Clone(meta.Annotations)
+		if meta.Annotations == nil {
+			meta.Annotations = map[string]string{}
+		}
+		meta.Annotations[AnnotationStatusSource] = set.sources.String()
 	}
 	pod.ObjectMeta = meta
 	ps := &pod.Spec
@@ -135,7 +147,9 @@ func (b *Backend) podFor(spec provisioner.Spec) *corev1.Pod {
 		i = 0
 	}
 	app := &ps.Containers[i]
-	if b.cfg.Image != "" {
+	if spec.Image != "" {
+		app.Image = spec.Image
+	} else if b.cfg.Image != "" {
 		app.Image = b.cfg.Image
 	}
 	app.Ports = withPort(app.Ports, portName, b.cfg.Port)
@@ -146,8 +160,18 @@ func (b *Backend) podFor(spec provisioner.Spec) *corev1.Pod {
 		"SPAWNER_SESSION_URL": spec.URL,
 		"SPAWNER_BASE_PATH":   spec.BasePathOrRoot(),
 	})
+	if len(set.limits) > 0 {
+		// The app's limits win over the template's; its requests follow.
+		if app.Resources.Limits == nil {
+			app.Resources.Limits = corev1.ResourceList{}
+		}
+		for name, q := range set.limits {
+			app.Resources.Limits[name] = q
+			delete(app.Resources.Requests, name)
+		}
+	}
 	app.Resources = withDefaults(app.Resources, b.defaults.requests, b.defaults.limits)
-	if b.sources.Sidecar {
+	if set.sources.Sidecar {
 		ps.InitContainers = slices.DeleteFunc(ps.InitContainers, func(c corev1.Container) bool { return c.Name == sidecarContainer })
 		ps.InitContainers = append(ps.InitContainers, b.sidecar())
 	}
@@ -157,7 +181,7 @@ func (b *Backend) podFor(spec provisioner.Spec) *corev1.Pod {
 	for i := range ps.Containers {
 		containerSecurity(&ps.Containers[i])
 	}
-	return pod
+	return pod, nil
 }
 
 // labels are the template's, then the user's, then Spawner's own, which

@@ -93,7 +93,7 @@ func TestPodForMergesTemplateUnderSpawnerSettings(t *testing.T) {
 	cfg.PodTemplate = writeTemplate(t, gpuTemplate)
 	b := newTestBackend(t, cfg)
 	id := messages.NewSessionID()
-	pod := b.podFor(provisioner.Spec{SessionID: id, URL: "https://spawner.example/p/" + id + "/",
+	pod := mustPodFor(t, b, provisioner.Spec{SessionID: id, URL: "https://spawner.example/p/" + id + "/",
 		Env: map[string]string{"FOO": "from-user", "TOKEN": "t"}, Labels: map[string]string{"tier": "free"}})
 
 	if pod.Name != "s-"+id || pod.Namespace != "spawner" {
@@ -175,7 +175,7 @@ func TestPodForMergesTemplateUnderSpawnerSettings(t *testing.T) {
 
 func TestPodForDefaultsWithoutTemplate(t *testing.T) {
 	b := newTestBackend(t, baseConfig())
-	pod := b.podFor(provisioner.Spec{SessionID: messages.NewSessionID()})
+	pod := mustPodFor(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
 	app := pod.Spec.Containers[0]
 	want := map[string]string{"requests.cpu": "100m", "requests.memory": "128Mi", "limits.cpu": "1", "limits.memory": "512Mi"}
 	got := map[string]resource.Quantity{
@@ -210,7 +210,7 @@ template:
           memory: 1Gi
 `)
 	b := newTestBackend(t, cfg)
-	pod := b.podFor(provisioner.Spec{SessionID: messages.NewSessionID()})
+	pod := mustPodFor(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
 	if !*pod.Spec.AutomountServiceAccountToken {
 		t.Error("the template's explicit automountServiceAccountToken: true was overridden")
 	}
@@ -230,7 +230,7 @@ func TestPodForRootImages(t *testing.T) {
 	cfg := baseConfig()
 	cfg.RunAsNonRoot = false
 	b := newTestBackend(t, cfg)
-	sc := b.podFor(provisioner.Spec{SessionID: messages.NewSessionID()}).Spec.SecurityContext
+	sc := mustPodFor(t, b, provisioner.Spec{SessionID: messages.NewSessionID()}).Spec.SecurityContext
 	if sc.RunAsNonRoot != nil || sc.RunAsUser != nil {
 		t.Errorf("runAsNonRoot off still sets %+v", sc)
 	}
@@ -243,7 +243,7 @@ func TestSidecarPod(t *testing.T) {
 	cfg := baseConfig()
 	cfg.StatusSource, cfg.SidecarImage = "sidecar", "example/spawner:1"
 	b := newTestBackend(t, cfg)
-	pod := b.podFor(provisioner.Spec{SessionID: messages.NewSessionID()})
+	pod := mustPodFor(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
 	if len(pod.Spec.InitContainers) != 1 {
 		t.Fatalf("init containers %v", pod.Spec.InitContainers)
 	}
@@ -273,7 +273,7 @@ func TestSidecarPod(t *testing.T) {
 func TestServiceForIsOwnedByPod(t *testing.T) {
 	b := newTestBackend(t, baseConfig())
 	id := messages.NewSessionID()
-	pod := b.podFor(provisioner.Spec{SessionID: id, Labels: map[string]string{"tier": "free"}})
+	pod := mustPodFor(t, b, provisioner.Spec{SessionID: id, Labels: map[string]string{"tier": "free"}})
 	pod.UID = "0b5a6f1e-1111-2222-3333-444455556666"
 	svc := b.serviceFor(pod)
 	if svc.Name != pod.Name || svc.Namespace != "spawner" || svc.Spec.Type != corev1.ServiceTypeClusterIP {
@@ -309,7 +309,7 @@ func TestInstanceRoutes(t *testing.T) {
 		cfg := baseConfig()
 		cfg.Route, cfg.ClusterDomain = c.route, c.domain
 		b := newTestBackend(t, cfg)
-		pod := b.podFor(provisioner.Spec{SessionID: id})
+		pod := mustPodFor(t, b, provisioner.Spec{SessionID: id})
 		pod.Status.PodIP = c.podIP
 		inst := b.instance(pod)
 		if inst.Upstream != c.upstream || inst.StatusURL != c.status || inst.SessionID != id || inst.Handle != "pod/spawner/s-"+id {

@@ -53,7 +53,7 @@ func FuzzParseTemplate(f *testing.F) {
 		b := newTestBackend(t, cfg)
 		b.template = tmpl
 		id := messages.NewSessionID()
-		pod := b.podFor(provisioner.Spec{SessionID: id, Env: map[string]string{"A": "b"}})
+		pod := mustPodFor(t, b, provisioner.Spec{SessionID: id, Env: map[string]string{"A": "b"}})
 		if pod.Name != ObjectName(id) || pod.Labels[LabelSessionID] != id || pod.Labels[LabelManagedBy] != ManagedBy ||
 			pod.Spec.RestartPolicy != corev1.RestartPolicyNever || pod.Spec.Containers[0].Name != appContainer {
 			t.Fatalf("spawner's settings lost: %+v", pod.ObjectMeta)

@@ -89,6 +89,8 @@ type proc struct {
 	output             *tail
 	// err is how the app ended, set before done closes.
 	err error
+	// proxy says the gateway's traffic count is one of its activity sources.
+	proxy bool
 }
 
 // New builds the backend. command is the default app command, used when
@@ -197,7 +199,14 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 		return provisioner.Instance{}, err
 	}
 	upstream := net.JoinHostPort(b.cfg.Host, strconv.Itoa(port))
-	p := &proc{upstream: upstream, port: port, done: make(chan struct{}), output: &tail{}}
+	sources, err := b.sourcesOf(spec)
+	if err != nil {
+		b.mu.Lock()
+		delete(b.ports, port)
+		b.mu.Unlock()
+		return provisioner.Instance{}, err
+	}
+	p := &proc{upstream: upstream, port: port, done: make(chan struct{}), output: &tail{}, proxy: sources.Proxy}
 	if err := b.prepare(spec.SessionID, p); err != nil {
 		b.cleanup(p)
 		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
@@ -222,7 +231,7 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	go b.wait(spec.SessionID, p, log)
 	log.Debug("app started", "pid", cmd.Process.Pid, "upstream", upstream)
 
-	statusURL, err := b.awaitReady(ctx, p, upstream, port)
+	statusURL, err := b.awaitReady(ctx, sources, p, upstream, port)
 	if err != nil {
 		_ = b.Stop(context.WithoutCancel(ctx), spec.SessionID)
 		if errors.Is(err, errExited) {
@@ -235,17 +244,17 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	p.statusURL = statusURL
 	b.mu.Unlock()
 	return provisioner.Instance{SessionID: spec.SessionID, Upstream: upstream, StatusURL: statusURL,
-		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid), ProxyActivity: b.sources.Proxy}, nil
+		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid), ProxyActivity: sources.Proxy}, nil
 }
 
 // awaitReady waits until the app serves, and returns the URL the prober
 // polls: the app's /status, the sidecar watcher's, or none when the proxy
 // alone counts the session's activity.
-func (b *Backend) awaitReady(ctx context.Context, p *proc, upstream string, port int) (string, error) {
-	if !b.sources.Polled() {
+func (b *Backend) awaitReady(ctx context.Context, sources messages.StatusSources, p *proc, upstream string, port int) (string, error) {
+	if !sources.Polled() {
 		return "", b.client.awaitListening(ctx, p.done, upstream)
 	}
-	if b.sources.Sidecar {
+	if sources.Sidecar {
 		if err := b.client.awaitListening(ctx, p.done, upstream); err != nil {
 			return "", err
 		}
@@ -346,7 +355,7 @@ func (b *Backend) List(context.Context) ([]provisioner.Instance, error) {
 			continue
 		}
 		out = append(out, provisioner.Instance{SessionID: id, Upstream: p.upstream, StatusURL: p.statusURL,
-			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid), ProxyActivity: b.sources.Proxy})
+			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid), ProxyActivity: p.proxy})
 	}
 	return out, nil
 }

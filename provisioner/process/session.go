@@ -124,17 +124,22 @@ func (b *Backend) cleanup(p *proc) {
 // command builds the app's process for the isolation level in force.
 func (b *Backend) command(spec provisioner.Spec, p *proc) *exec.Cmd {
 	env := appEnv(spec, b.cfg.Host, p.port, p.workdir)
+	command := b.commandOf(spec)
 	var cmd *exec.Cmd
 	switch b.isolation {
 	case IsolationNamespaces:
 		uid := strconv.FormatUint(uint64(p.uid), 10)
-		cmd = apphelper.Command(b.exe, "run", uid, uid, p.workdir, b.binary, script(b.cfg.Command))
+		binary := b.binary
+		if command != b.cfg.Command {
+			binary = appBinary(command)
+		}
+		cmd = apphelper.Command(b.exe, "run", uid, uid, p.workdir, binary, script(command))
 		// The helper is root until it execs the app's shell as uid; if
 		// Spawner dies first, nothing of the session may start.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL,
 			Cloneflags: isolatedCloneflags}
 	default:
-		cmd = exec.Command("/bin/sh", "-c", script(b.cfg.Command))
+		cmd = exec.Command("/bin/sh", "-c", script(command))
 		cmd.Dir = p.workdir
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 		if p.uid != 0 {
