@@ -34,6 +34,12 @@ func runNATS(ctx context.Context) error {
 		auth = "the configured user"
 	}
 	log.Info("nats listening", "url", emb.Server.ClientURL(), "auth", auth)
+	if cfg.Bus.ClusterConfig.Enabled() {
+		// Every server of the cluster needs the same role keys: copy this
+		// data dir's nats/*.nk to the others before their first start.
+		log.Info("nats clustering", "server", emb.Server.Name(), "cluster_listen", cfg.Bus.ClusterListen,
+			"routes", len(cfg.Bus.Routes), "replicas", cfg.Bus.Replicas)
+	}
 	<-ctx.Done()
 	emb.Shutdown()
 	return nil
