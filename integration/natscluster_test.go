@@ -155,6 +155,29 @@ func TestNATSClusterProcesses(t *testing.T) {
 		}
 	}
 
+	// A component's first call to a cluster that has no JetStream leader
+	// yet waits out its 10s timeout; wait for the provisioner to answer.
+	reaperKey, err := nats.NkeyOptionFromSeed(bus.CredentialsFile(dirs[0], bus.RoleReaper))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := messages.NewSubjects(messages.DefaultPrefix)
+	rnc, err := nats.Connect(natsURL, reaperKey, nats.CustomInboxPrefix(bus.InboxPrefix(subj, bus.RoleReaper)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopReq, _ := json.Marshal(messages.StopRequest{SessionID: messages.NewSessionID(), Reason: messages.ReasonDeleted})
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if _, err := rnc.Request(subj.Stop(), stopReq, 2*time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no provisioner answers on the cluster after 60s (logs in %s)", logDir)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	rnc.Close()
+
 	// spawn retries what a client would retry: a 5xx or a broken
 	// connection while NATS elects new leaders.
 	retries := 0
@@ -202,7 +225,6 @@ func TestNATSClusterProcesses(t *testing.T) {
 	}
 
 	// Kill -9 the server leading the session bucket, and a prober.
-	subj, _ := messages.NewSubjects(messages.DefaultPrefix)
 	opsKey, err := nats.NkeyOptionFromSeed(bus.CredentialsFile(dirs[0], bus.RoleOps))
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +248,7 @@ func TestNATSClusterProcesses(t *testing.T) {
 	}
 	leader, _ := strconv.Atoi(strings.TrimPrefix(info.Cluster.Leader, "n"))
 	t.Logf("killing %s, the session bucket's leader, and a prober", info.Cluster.Leader)
+	t.Logf("the JetStream meta leader is n%d", metaLeader(t, logDir))
 	killedAt := time.Now()
 	servers[leader].kill()
 	prober.kill()
@@ -240,6 +263,31 @@ func TestNATSClusterProcesses(t *testing.T) {
 	for _, rep := range append(before, after...) {
 		if code := reachable(rep); code != http.StatusOK {
 			t.Errorf("session %s through the proxy after the kill: %d", rep.SessionID, code)
+		}
+	}
+	// Bring the server back, then kill -9 the JetStream meta leader.
+	servers[leader] = startProc(t, logDir, "nats-"+strconv.Itoa(leader), natsEnv(leader), "nats")
+	awaitTCP(t, clientAddrs[leader])
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		info, err := stream.Info(ctx)
+		if err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2 &&
+			info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current && !info.Cluster.Replicas[0].Offline && !info.Cluster.Replicas[1].Offline {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted server did not catch up with the bucket: %+v %v", info, err)
+		}
+	}
+	meta := metaLeader(t, logDir)
+	t.Logf("killing n%d, the JetStream meta leader", meta)
+	killedAt = time.Now()
+	servers[meta].kill()
+	retries = 0
+	after = append(after, spawn())
+	t.Logf("first spawn after killing the meta leader answered %v after it, %d retries", time.Since(killedAt), retries)
+	for _, rep := range append(before, after...) {
+		if code := reachable(rep); code != http.StatusOK {
+			t.Errorf("session %s through the proxy after the second kill: %d", rep.SessionID, code)
 		}
 	}
 	req, _ := http.NewRequest(http.MethodDelete, baseURL+"/sessions/"+before[0].SessionID, nil)
@@ -258,5 +306,31 @@ func TestNATSClusterProcesses(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Logf("all %d sessions reaped %v after the kill", len(before)+len(after), time.Since(killedAt))
+	t.Logf("all %d sessions reaped %v after the last kill", len(before)+len(after), time.Since(killedAt))
+}
+
+// metaLeader reads which server last said it leads the JetStream meta
+// group ("spawner nats" logs each change).
+func metaLeader(t *testing.T, logDir string) int {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		found := -1
+		for i := range 3 {
+			data, _ := os.ReadFile(filepath.Join(logDir, "nats-"+strconv.Itoa(i)+".log"))
+			lines := strings.Split(string(data), "\n")
+			for j := len(lines) - 1; j >= 0; j-- {
+				if strings.Contains(lines[j], "jetstream meta leader") {
+					if strings.Contains(lines[j], "leader=true") {
+						found = i
+					}
+					break
+				}
+			}
+		}
+		if found >= 0 {
+			return found
+		}
+	}
+	t.Fatal("no server says it leads the JetStream meta group")
+	return -1
 }
