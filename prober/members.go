@@ -73,6 +73,21 @@ func sanitizeKey(s string) string {
 	return string(out)
 }
 
+// open creates or opens the bucket, nil if it cannot.
+func (m *membership) open(ctx context.Context, nc *nats.Conn, subj messages.Subjects, replicas int) jetstream.KeyValue {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, m.lapse)
+	defer cancel()
+	kv, err := bus.EnsureMembers(octx, js, subj, replicas)
+	if err != nil {
+		return nil
+	}
+	return kv
+}
+
 // join creates the bucket, announces this replica and reads who else is
 // there, giving up after a few seconds: a prober that cannot reach the
 // bucket probes every session alone.
@@ -116,30 +131,54 @@ func (m *membership) join(ctx context.Context, nc *nats.Conn, subj messages.Subj
 
 // run keeps this replica announced and the view current until ctx is
 // done, then withdraws it so the others take its share at once.
-func (m *membership) run(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher) {
-	if kv == nil {
-		return
-	}
+func (m *membership) run(ctx context.Context, nc *nats.Conn, subj messages.Subjects, replicas int,
+	kv jetstream.KeyValue, w jetstream.KeyWatcher) {
 	t := time.NewTicker(m.beat)
 	defer t.Stop()
 	var updates <-chan jetstream.KeyValueEntry
 	if w != nil {
-		defer func() { _ = w.Stop() }()
 		updates = w.Updates()
 	}
+	defer func() {
+		if w != nil {
+			_ = w.Stop()
+		}
+	}()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = kv.Delete(dctx, m.self)
-			cancel()
+			if kv != nil {
+				dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = kv.Delete(dctx, m.self)
+				cancel()
+			}
 			return
-		case e := <-updates:
+		case e, ok := <-updates:
+			if !ok {
+				// The watch ended under us; watch again at the next beat.
+				updates = nil
+				continue
+			}
 			if e != nil {
 				m.apply(e, m.now())
 			}
 		case <-t.C:
+			if kv == nil {
+				// The bucket was unreachable at start: keep trying.
+				if kv = m.open(ctx, nc, subj, replicas); kv == nil {
+					continue
+				}
+				m.log.Info("prober membership: joined", "member", m.self)
+			}
+			if updates == nil {
+				if nw, err := kv.WatchAll(ctx); err == nil {
+					if w != nil {
+						_ = w.Stop()
+					}
+					w, updates = nw, nw.Updates()
+				}
+			}
 			pctx, cancel := context.WithTimeout(ctx, m.lapse)
 			_, err := kv.Put(pctx, m.self, nil)
 			cancel()

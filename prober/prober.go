@@ -121,7 +121,7 @@ func (p *Prober) Run(ctx context.Context) error {
 	go func() { watchErr <- p.cache.Run(ctx) }()
 	kv, w := p.members.join(ctx, p.nc, p.subj, p.cfg.Replicas)
 	var members sync.WaitGroup
-	members.Go(func() { p.members.run(ctx, kv, w) })
+	members.Go(func() { p.members.run(ctx, p.nc, p.subj, p.cfg.Replicas, kv, w) })
 	// Withdrawn from the bucket before Run returns, while NATS is up.
 	defer members.Wait()
 	slots := p.slots()
