@@ -60,7 +60,9 @@ IMAGE_CONTEXT := .cache/images
 
 ## images: spawner:latest (every mode) and spawner-demo:latest (the demo app).
 images: build
-	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	# data/nats/jetstream exists so that a volume mounted there (the compose
+	# profile "cluster") is the unprivileged user's.
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data/nats/jetstream
 	cp $(SPAWNER) $(IMAGE_CONTEXT)/spawner
 	$(DOCKER) build -q -f build/spawner.Dockerfile -t spawner:latest $(IMAGE_CONTEXT)
 	$(DOCKER) build -q -f build/demo.Dockerfile -t spawner-demo:latest $(IMAGE_CONTEXT)
