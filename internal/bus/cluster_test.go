@@ -107,6 +107,7 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var kv jetstream.KeyValue
+	start := time.Now()
 	// The meta group needs a leader before streams can be made.
 	for {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
@@ -120,6 +121,7 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	t.Logf("streams and bucket ensured on a fresh cluster in %v", time.Since(start))
 	subj, _ := cfg.Subjects()
 	for _, name := range []string{subj.HeartbeatStream(), subj.EventStream(), "KV_" + subj.SessionBucket()} {
 		s, err := js.Stream(ctx, name)

@@ -45,6 +45,10 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	// A bad cluster setting fails before anything is written to dataDir.
+	if err := c.ClusterConfig.apply(&server.Options{}); err != nil {
+		return nil, err
+	}
 	e := &Embedded{cfg: c, storeDir: ec.StoreDir, bucket: subj.SessionBucket()}
 	if c.ClusterConfig.Enabled() {
 		// A clustered server's files are one replica of several: a record
