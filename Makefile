@@ -68,7 +68,9 @@ IMAGE_CONTEXT := .cache/images
 ## images: spawner:latest (every mode) and spawner-demo:latest (the lean demo
 ## app, which also runs the sidecar: SPAWNER_SIDECAR_IMAGE=spawner-demo:latest).
 images: build
-	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	# data/nats/jetstream exists so that a volume mounted there (the compose
+	# profile "cluster") is the unprivileged user's.
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data/nats/jetstream
 	cp $(SPAWNER) $(DEMO) $(IMAGE_CONTEXT)/
 	$(DOCKER) build -q -f build/spawner.Dockerfile -t spawner:latest $(IMAGE_CONTEXT)
 	$(DOCKER) build -q -f build/demo.Dockerfile -t spawner-demo:latest $(IMAGE_CONTEXT)

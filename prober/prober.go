@@ -24,6 +24,8 @@ type Config struct {
 	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
 	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s" desc:"one probe's time limit"`
 	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256" desc:"probes in flight at once"`
+	// Replicas is the membership bucket's, as for every stream and bucket.
+	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
 	// Metrics records probe latency and failures; nil records nothing.
 	Metrics *metrics.Metrics `ignored:"true"`
 }
@@ -45,6 +47,12 @@ type Prober struct {
 	// started bounds a session's idle time from below: what the gateways
 	// reported before this prober ran is unknown to it.
 	started time.Time
+	// members is who else probes; each session is probed by its owner.
+	members *membership
+	// view is the member list the targets' owned flags were computed
+	// from, and viewGen its generation (0: none yet).
+	view    []string
+	viewGen uint64
 }
 
 type target struct {
@@ -58,6 +66,10 @@ type target struct {
 	probing      bool
 	// slot is the part of the interval in which the target is probed.
 	slot int
+	// owned says this replica owns the session under the current view;
+	// urgent asks for a probe at the next tick, for a session taken over
+	// from a replica that died.
+	owned, urgent bool
 }
 
 // maxSlots and minSlot spread probes over the interval instead of sending
@@ -92,6 +104,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 		cfg: cfg, nc: nc, now: now, subj: subj, log: log.With("component", "prober"),
 		targets: map[string]*target{}, activity: newActivityBook(cfg.Interval), started: now(),
 	}
+	p.members = newMembership(cfg.Interval, now, p.log)
 	p.cache = registry.NewCache(reg, nc, p.log)
 	p.cache.OnChange(p.applyChange)
 	return p, nil
@@ -106,6 +119,11 @@ func (p *Prober) Run(ctx context.Context) error {
 	defer func() { _ = actSub.Unsubscribe() }()
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- p.cache.Run(ctx) }()
+	kv, w := p.members.join(ctx, p.nc, p.subj, p.cfg.Replicas)
+	var members sync.WaitGroup
+	members.Go(func() { p.members.run(ctx, p.nc, p.subj, p.cfg.Replicas, kv, w) })
+	// Withdrawn from the bucket before Run returns, while NATS is up.
+	defer members.Wait()
 	slots := p.slots()
 	t := time.NewTicker(p.cfg.Interval / time.Duration(slots))
 	defer t.Stop()
@@ -113,7 +131,7 @@ func (p *Prober) Run(ctx context.Context) error {
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	p.log.Info("prober started", "interval", p.cfg.Interval)
+	p.log.Info("prober started", "interval", p.cfg.Interval, "member", p.members.self)
 	for slot := 0; ; slot = (slot + 1) % slots {
 		select {
 		case <-ctx.Done():
@@ -136,17 +154,36 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 }
 
-// due returns the targets of slot not already being probed, so a slow
-// target is never probed twice at once.
+// due returns the targets of slot that this replica owns (or just handed
+// over, see membership.grace) and the ones it just took over, not already
+// being probed, so a slow target is never probed twice at once.
 // due returns copies, because the watch may change a target while it is
 // being probed.
 func (p *Prober) due(slot int) map[string]target {
+	cur, prev, gen := p.members.view()
+	self := p.members.self
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]target, len(p.targets)/p.slots()+1)
+	if gen != p.viewGen {
+		for id, t := range p.targets {
+			owned := owner(cur, id) == self
+			// The first view takes nothing over: the sessions are new to
+			// this replica and wait for their slot.
+			if owned && !t.owned && p.viewGen != 0 {
+				t.urgent = true
+			}
+			t.owned = owned
+		}
+		p.view, p.viewGen = cur, gen
+	}
+	out := make(map[string]target, len(p.targets)/p.slots()/len(cur)+1)
 	for id, t := range p.targets {
-		if t.slot == slot && !t.probing {
-			t.probing = true
+		if t.probing {
+			continue
+		}
+		mine := t.urgent || t.slot == slot && (t.owned || prev != nil && owner(prev, id) == self)
+		if mine {
+			t.probing, t.urgent = true, false
 			out[id] = *t
 		}
 	}
@@ -181,7 +218,7 @@ func (p *Prober) applyChange(c registry.Change) {
 	}
 	t, ok := p.targets[c.ID]
 	if !ok {
-		t = &target{slot: p.slotOf(c.ID)}
+		t = &target{slot: p.slotOf(c.ID), owned: owner(p.view, c.ID) == p.members.self}
 		p.targets[c.ID] = t
 	}
 	if !ok || t.statusURL != s.StatusURL {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spawnerhq/spawner/internal/app"
 	"github.com/spawnerhq/spawner/internal/bus"
@@ -34,9 +36,40 @@ func runNATS(ctx context.Context) error {
 		auth = "the configured user"
 	}
 	log.Info("nats listening", "url", emb.Server.ClientURL(), "auth", auth)
+	if cfg.Bus.ClusterConfig.Enabled() {
+		// Every server of the cluster needs the same role keys: copy this
+		// data dir's nats/*.nk to the others before their first start.
+		log.Info("nats clustering", "server", emb.Server.Name(), "cluster_listen", cfg.Bus.ClusterListen,
+			"routes", len(cfg.Bus.Routes), "replicas", cfg.Bus.Replicas)
+	}
+	if cfg.Bus.ClusterConfig.Enabled() {
+		logMetaLeader(ctx, emb, log)
+	}
 	<-ctx.Done()
 	emb.Shutdown()
 	return nil
+}
+
+// logMetaLeader logs when this server becomes or stops being the leader of
+// the JetStream meta group, which an operator (and the cluster fault
+// test) needs to know and the embedded server's own log does not say.
+func logMetaLeader(ctx context.Context, emb *bus.Embedded, log *slog.Logger) {
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		leader, first := false, true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if now := emb.Server.JetStreamIsLeader(); now != leader || first {
+				leader, first = now, false
+				log.Info("jetstream meta leader", "server", emb.Server.Name(), "leader", leader)
+			}
+		}
+	}()
 }
 
 // runNATSFlags prints the nats CLI flags that connect as a role (default

@@ -50,6 +50,8 @@ type Config struct {
 	// ("spawner nats" and the all-in-one).
 	ServerTLSCert string `envconfig:"NATS_SERVER_TLS_CERT" desc:"certificate file that turns on TLS for the embedded NATS server"`
 	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY" desc:"key file for the embedded NATS server's TLS"`
+	// ClusterConfig makes "spawner nats" one server of a NATS cluster.
+	ClusterConfig
 	// Role is the NATS role a process connects as (see Permissions); set
 	// by the program, never by the environment. It picks the private
 	// reply inbox and the generated credentials file.

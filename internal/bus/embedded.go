@@ -24,6 +24,8 @@ type EmbeddedConfig struct {
 	// TLSCert and TLSKey, when set, make clients connect over TLS; with
 	// TLSCA, clients must also present a certificate signed by it.
 	TLSCert, TLSKey, TLSCA string
+	// Cluster, when its Listen is set, joins this server to a cluster.
+	Cluster ClusterConfig
 }
 
 // EmbeddedFrom derives the embedded server's settings from the client
@@ -31,7 +33,7 @@ type EmbeddedConfig struct {
 // the same credentials.
 func EmbeddedFrom(c Config, storeDir string) EmbeddedConfig {
 	return EmbeddedConfig{Listen: c.Listen, StoreDir: storeDir, User: c.User, Password: c.Password,
-		TLSCert: c.ServerTLSCert, TLSKey: c.ServerTLSKey, TLSCA: c.TLSCA}
+		TLSCert: c.ServerTLSCert, TLSKey: c.ServerTLSKey, TLSCA: c.TLSCA, Cluster: c.ClusterConfig}
 }
 
 // RunEmbedded starts a nats-server with JetStream inside this process and
@@ -79,6 +81,9 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 			return nil, fmt.Errorf("embedded nats tls: %w", err)
 		}
 		opts.TLS, opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = true, tc, cfg.TLSCA != "", 2
+	}
+	if err := cfg.Cluster.apply(opts); err != nil {
+		return nil, err
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -53,7 +53,8 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 		sub = []string{subj.Requested(), subj.Stop(), subj.Ping(), inbox}
 		resp = true // The replies to spawn, stop and ping requests.
 	case RoleProber:
-		pub = slices.Concat([]string{subj.Heartbeats()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj))
+		pub = slices.Concat([]string{subj.Heartbeats()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj),
+			membersAPI(subj))
 		sub = []string{subj.Activity(), inbox}
 	case RoleReaper:
 		pub = slices.Concat([]string{subj.Stop()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj),
@@ -110,6 +111,14 @@ func ensureAPI(subj messages.Subjects) []string {
 		out = append(out, "$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s, "$JS.API.STREAM.INFO."+s)
 	}
 	return out
+}
+
+// membersAPI is the probers' membership bucket: creating it, announcing
+// and withdrawing a replica, and watching the others.
+func membersAPI(subj messages.Subjects) []string {
+	s := "KV_" + MembersBucket(subj)
+	return slices.Concat([]string{"$JS.API.STREAM.CREATE." + s, "$JS.API.STREAM.UPDATE." + s,
+		"$KV." + MembersBucket(subj) + ".>"}, streamRead(s))
 }
 
 // kvStream is the stream behind the session bucket.

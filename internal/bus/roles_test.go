@@ -222,7 +222,39 @@ func TestComponentRolesRunTheirCalls(t *testing.T) {
 			t.Errorf("%s: the watch delivered nothing", role)
 		}
 		_ = w.Stop()
+		// A denied call gets no answer, so it waits out a short timeout.
+		mctx, mcancel := context.WithTimeout(ctx, time.Second)
+		members, merr := bus.EnsureMembers(mctx, js, subj, 1)
+		mcancel()
+		if role != bus.RoleProber {
+			if merr == nil {
+				short, cancelShort := context.WithTimeout(ctx, time.Second)
+				_, merr = members.Put(short, "intruder", nil)
+				cancelShort()
+			}
+			if merr == nil {
+				t.Errorf("%s writes the probers' membership bucket", role)
+			}
+		}
 		switch role {
+		case bus.RoleProber:
+			if merr != nil {
+				t.Fatalf("prober: membership bucket: %v", merr)
+			}
+			if _, err := members.Put(ctx, "p1", nil); err != nil {
+				t.Errorf("prober announces itself: %v", err)
+			}
+			w, err := members.WatchAll(ctx)
+			if err != nil {
+				t.Fatalf("prober watches the members: %v", err)
+			}
+			if e := <-w.Updates(); e == nil || e.Key() != "p1" {
+				t.Errorf("prober's membership watch delivered %v", e)
+			}
+			_ = w.Stop()
+			if err := members.Delete(ctx, "p1"); err != nil {
+				t.Errorf("prober withdraws: %v", err)
+			}
 		case bus.RoleReaper:
 			cons, err := js.CreateOrUpdateConsumer(ctx, subj.HeartbeatStream(), jetstream.ConsumerConfig{
 				Durable: subj.ReaperConsumer(), FilterSubject: subj.Heartbeats(), AckPolicy: jetstream.AckExplicitPolicy})

@@ -45,7 +45,18 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	// A bad cluster setting fails before anything is written to dataDir.
+	if err := c.ClusterConfig.apply(&server.Options{}); err != nil {
+		return nil, err
+	}
 	e := &Embedded{cfg: c, storeDir: ec.StoreDir, bucket: subj.SessionBucket()}
+	if c.ClusterConfig.Enabled() {
+		// A clustered server's files are one replica of several: a record
+		// its disk lost comes back from the others, and reading the bucket
+		// at start would wait for a quorum of servers that may start after
+		// this one. So it keeps no ledger.
+		e.storeDir = ""
+	}
 	listening := ec.Listen != "" && ec.Listen != "off"
 	if listening && c.User == "" {
 		pubs, err := ensureCredentials(CredentialsDir(dataDir), Roles)
