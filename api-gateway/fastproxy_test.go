@@ -36,7 +36,7 @@ func fpGateway(t *testing.T, upstream string) *httptest.Server {
 			return
 		}
 		fwd := forwarding{upstream: upstream, prefix: a.prefix, publicHost: r.Host}
-		rt.appPath(r, a)
+		stripPrefix(r, a)
 		f.forward(w, r, fwd)
 	}))
 	t.Cleanup(func() { srv.Close(); f.closeIdle() })

@@ -80,14 +80,6 @@ func (rt router) address(r *http.Request) (addressed, bool) {
 	return a, true
 }
 
-// appPath rewrites r's path to what the app sees: under path routing the
-// prefix goes; under path-keep and subdomain routing nothing changes.
-func (rt router) appPath(r *http.Request, a addressed) {
-	if rt.mode == messages.RoutingPath {
-		stripPrefix(r, a)
-	}
-}
-
 // stripPrefix takes the session's /p/<id> prefix off r's path, for a
 // session routed by path whatever the installation's mode.
 func stripPrefix(r *http.Request, a addressed) {
