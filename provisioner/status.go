@@ -101,10 +101,19 @@ func AwaitReady[E any](ctx context.Context, c StatusChecker, statusURL, addr str
 	var last error
 	for {
 		ok, err := c.check(ctx, &dialer, dialAddr, statusURL)
+		if err == nil || (statusURL != "" && !errors.Is(err, errNotAccepting)) {
+			// The port accepts: from now on only /status is asked, so a
+			// slow app is not also handed a connection per poll.
+			dialAddr = ""
+		}
 		if ok {
 			return none, nil
 		}
-		last = err
+		// A check cut short by ctx says nothing about the app; the error
+		// to report is the last one the app itself gave.
+		if err != nil && (ctx.Err() == nil || last == nil) {
+			last = err
+		}
 		timer.Reset(PollInterval(time.Since(start)))
 		select {
 		case e := <-exited:
@@ -119,13 +128,17 @@ func AwaitReady[E any](ctx context.Context, c StatusChecker, statusURL, addr str
 	}
 }
 
+// errNotAccepting marks a check whose connect failed: the app's port is
+// not open yet.
+var errNotAccepting = errors.New("not accepting connections")
+
 // check is one poll of AwaitReady: a connect to dialAddr, then, if there
 // is a status URL, the /status request.
 func (c StatusChecker) check(ctx context.Context, d *net.Dialer, dialAddr, statusURL string) (bool, error) {
 	if dialAddr != "" {
 		conn, err := d.DialContext(ctx, "tcp", dialAddr)
 		if err != nil {
-			return false, err
+			return false, fmt.Errorf("%w: %w", errNotAccepting, err)
 		}
 		_ = conn.Close()
 	}

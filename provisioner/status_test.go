@@ -91,8 +91,9 @@ func TestAwaitReadyWithoutStatusWaitsForAccept(t *testing.T) {
 
 func TestAwaitReadyTimesOutSayingWhy(t *testing.T) {
 	addr := freeAddr(t)
-	lateApp(t, addr, 0, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, listening := lateApp(t, addr, 0, false)
+	<-listening // The app answers, but says it is not listening yet.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := provisioner.AwaitReady(ctx, provisioner.NewStatusChecker(), "http://"+addr+"/status", addr, make(chan struct{}))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not listening") {
