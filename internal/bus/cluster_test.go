@@ -157,8 +157,12 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, perr := kv.Put(ctx, "after", []byte("2"))
-		e, gerr := kv.Get(ctx, "before")
+		// Each try gets its own time: a publish whose ack died with the
+		// leader would otherwise wait out the whole test's context.
+		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, perr := kv.Put(actx, "after", []byte("2"))
+		e, gerr := kv.Get(actx, "before")
+		acancel()
 		if perr == nil && gerr == nil && string(e.Value()) == "1" {
 			break
 		}
@@ -167,11 +171,13 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	e, err := kv.Get(ctx, "after")
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	e, err := kv.Get(rctx, "after")
 	if err != nil || string(e.Value()) != "2" {
 		t.Fatalf("read back after failover: %v", err)
 	}
-	info, err = s.Info(ctx)
+	info, err = s.Info(rctx)
 	if err != nil || info.Cluster.Leader == leader || info.Cluster.Leader == "" {
 		t.Fatalf("bucket leader after killing %s: %+v, %v", leader, info.Cluster, err)
 	}
