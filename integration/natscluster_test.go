@@ -268,8 +268,12 @@ func TestNATSClusterProcesses(t *testing.T) {
 	// Bring the server back, then kill -9 the JetStream meta leader.
 	servers[leader] = startProc(t, logDir, "nats-"+strconv.Itoa(leader), natsEnv(leader), "nats")
 	awaitTCP(t, clientAddrs[leader])
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		info, err := stream.Info(ctx)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		// Each ask gets its own time: one sent to the server that just
+		// died would otherwise wait out the whole test's context.
+		ictx, icancel := context.WithTimeout(context.Background(), 2*time.Second)
+		info, err := stream.Info(ictx)
+		icancel()
 		if err == nil && info.Cluster != nil && len(info.Cluster.Replicas) == 2 &&
 			info.Cluster.Replicas[0].Current && info.Cluster.Replicas[1].Current && !info.Cluster.Replicas[0].Offline && !info.Cluster.Replicas[1].Offline {
 			break
