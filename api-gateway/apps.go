@@ -7,13 +7,6 @@ import (
 	"github.com/spawnerhq/spawner/messages"
 )
 
-// AppList is the body of GET /apps.
-type AppList struct {
-	// Default names the app a request without "app" gets.
-	Default string            `json:"default"`
-	Apps    []catalog.Listing `json:"apps"`
-}
-
 // SetCatalog puts a catalog in force for GET /apps and /init, as on
 // SIGHUP; the provisioners check it first.
 func (g *Gateway) SetCatalog(c *catalog.Catalog) {
@@ -29,7 +22,7 @@ func (g *Gateway) catalog() *catalog.Catalog { return g.apps.Load() }
 // names are shown, and commands and pod templates stay the operator's.
 func (g *Gateway) handleApps(w http.ResponseWriter, _ *http.Request) {
 	c := g.catalog()
-	writeJSON(w, http.StatusOK, AppList{Default: c.Default, Apps: c.List()})
+	writeJSON(w, http.StatusOK, messages.AppList{Default: c.Default, Apps: c.List()})
 }
 
 // checkApp answers a request for an app the catalog lacks before it goes

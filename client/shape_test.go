@@ -8,6 +8,7 @@ import (
 
 	gateway "github.com/spawnerhq/spawner/api-gateway"
 	"github.com/spawnerhq/spawner/internal/catalog"
+	"github.com/spawnerhq/spawner/messages"
 )
 
 // Session mirrors the gateway's SessionView field for field, so that what
@@ -49,7 +50,7 @@ apps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, _ := json.Marshal(gateway.AppList{Default: c.Default, Apps: c.List()})
+	data, _ := json.Marshal(messages.AppList{Default: c.Default, Apps: c.List()})
 	var list AppList
 	if err := json.Unmarshal(data, &list); err != nil {
 		t.Fatal(err)

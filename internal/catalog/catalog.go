@@ -250,29 +250,11 @@ func resources(r resourceSpec) (Resources, error) {
 	return out, nil
 }
 
-// Listing is an app as GET /apps shows it: the env's names but not its
-// values, which may be secrets, and no command or template.
-type Listing struct {
-	Name               string            `json:"name"`
-	Default            bool              `json:"default,omitempty"`
-	Description        string            `json:"description,omitempty"`
-	StatusSource       string            `json:"status_source,omitempty"`
-	Routing            string            `json:"routing,omitempty"`
-	IdleTimeoutSeconds int64             `json:"idle_timeout_seconds,omitempty"`
-	MaxLifetimeSeconds int64             `json:"max_lifetime_seconds,omitempty"`
-	WarmPool           int               `json:"warm_pool,omitempty"`
-	Env                []string          `json:"env,omitempty"`
-	EnvAllow           []string          `json:"env_allow,omitempty"`
-	Labels             map[string]string `json:"labels,omitempty"`
-	Image              string            `json:"image,omitempty"`
-	Resources          *Resources        `json:"resources,omitempty"`
-}
-
 // List describes the catalog for GET /apps.
-func (c *Catalog) List() []Listing {
-	out := []Listing{}
+func (c *Catalog) List() []messages.AppListing {
+	out := []messages.AppListing{}
 	for _, a := range c.Apps() {
-		l := Listing{Name: a.Name, Default: a.Name == c.Default, Description: a.Description,
+		l := messages.AppListing{Name: a.Name, Default: a.Name == c.Default, Description: a.Description,
 			StatusSource: a.StatusSource, Routing: a.Routing, IdleTimeoutSeconds: int64(a.IdleTimeout / time.Second),
 			MaxLifetimeSeconds: int64(a.MaxLifetime / time.Second), WarmPool: a.WarmPool,
 			EnvAllow: a.EnvAllow, Labels: a.Labels, Image: a.Image}
@@ -281,7 +263,7 @@ func (c *Catalog) List() []Listing {
 		}
 		sort.Strings(l.Env)
 		if !a.Resources.IsZero() {
-			r := a.Resources
+			r := messages.AppResources(a.Resources)
 			l.Resources = &r
 		}
 		out = append(out, l)
