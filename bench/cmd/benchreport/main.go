@@ -30,7 +30,7 @@ func main() {
 func run(ctx context.Context) error {
 	env := &bench.Env{Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	out := flag.String("out", "BENCHMARKS.md", "where to write the report")
-	only := flag.String("only", "", "comma-separated sections to run: spawn,appstart,throughput,kube,warmpool,proxy,lookup,scale,registry")
+	only := flag.String("only", "", "comma-separated sections to run: spawn,appstart,throughput,kube,warmpool,proxy,lookup,scale,registry,cost")
 	flag.StringVar(&env.SpawnerBin, "spawner", "bin/spawner", "the spawner binary")
 	flag.StringVar(&env.UpstreamBin, "upstream", "bin/benchupstream", "the benchupstream binary")
 	flag.BoolVar(&env.Quick, "quick", false, "shrink every measurement, to try the harness out")
@@ -62,6 +62,7 @@ func run(ctx context.Context) error {
 		{"lookup", one(bench.Lookup)},
 		{"scale", bench.Scale},
 		{"registry", one(bench.RegistryAge)},
+		{"cost", bench.Cost},
 	}
 	want := strings.Split(*only, ",")
 	start := time.Now()
