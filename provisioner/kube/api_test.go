@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type podStub struct {
 
 	mu        sync.Mutex
 	selectors []string
+	accepts   []string
 }
 
 func (s *podStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -39,6 +41,7 @@ func (s *podStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	s.mu.Lock()
 	s.selectors = append(s.selectors, q.Get("labelSelector"))
+	s.accepts = append(s.accepts, r.Header.Get("Accept"))
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	if q.Get("watch") != "true" {
@@ -84,8 +87,8 @@ func stubPod(id string, rv int) corev1.Pod {
 
 // TestClientListsAndWatchesPods runs the backend's own client, with its
 // scheme of core/v1 alone, against a stub API server: the informer must
-// decode the pods it lists and those it is sent, and ask for the managed
-// pods only.
+// decode the pods it lists and those it is sent, ask for the managed
+// pods only, and offer protobuf as client-go's typed client does.
 func TestClientListsAndWatchesPods(t *testing.T) {
 	first, second := messages.NewSessionID(), messages.NewSessionID()
 	stub := &podStub{t: t, pods: []corev1.Pod{stubPod(first, 1)}, later: make(chan corev1.Pod, 1)}
@@ -134,6 +137,11 @@ func TestClientListsAndWatchesPods(t *testing.T) {
 	for _, sel := range stub.selectors {
 		if sel != managedSelector {
 			t.Errorf("asked for pods %q, want %q", sel, managedSelector)
+		}
+	}
+	for _, accept := range stub.accepts {
+		if !strings.HasPrefix(accept, "application/vnd.kubernetes.protobuf") {
+			t.Errorf("asked for pods as %q, want protobuf first", accept)
 		}
 	}
 }
