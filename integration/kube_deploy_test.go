@@ -140,7 +140,8 @@ func TestKubeProvisionerRoleSuffices(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	be, err := kube.NewWithClient(kube.Config{Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP}, sa, slog.New(slog.DiscardHandler))
+	// The backend's own client, as the provisioner builds it.
+	be, err := kube.NewWithConfig(kube.Config{Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP}, rc, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

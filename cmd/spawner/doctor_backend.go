@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -9,7 +10,9 @@ import (
 	dockerclient "github.com/docker/docker/client"
 	authv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/gentype"
+	"k8s.io/client-go/rest"
 
 	"github.com/spawnerhq/spawner/provisioner/kube"
 )
@@ -54,11 +57,15 @@ func checkKube(ctx context.Context, cfg kube.Config) []checkResult {
 		return []checkResult{failed(name, err.Error(), "set SPAWNER_KUBECONFIG or KUBECONFIG, or run inside the cluster")}
 	}
 	rc.Timeout = 5 * time.Second
-	cs, err := kubernetes.NewForConfig(rc)
+	// A client of authorization/v1 alone: client-go's clientset would link
+	// every API group into the binary.
+	client, params, err := kube.NewRESTClient(rc, authv1.SchemeGroupVersion, authv1.AddToScheme)
 	if err != nil {
 		return []checkResult{failed(name, err.Error(), "check the kubeconfig")}
 	}
-	v, err := cs.Discovery().ServerVersion()
+	reviews := gentype.NewClient[*authv1.SelfSubjectAccessReview]("selfsubjectaccessreviews", client, params, "",
+		func() *authv1.SelfSubjectAccessReview { return &authv1.SelfSubjectAccessReview{} })
+	v, err := serverVersion(ctx, client)
 	if err != nil {
 		return []checkResult{failed(name, fmt.Sprintf("the API server at %s does not answer: %v", rc.Host, err),
 			"check that the cluster is up and the kubeconfig's server and credentials are right")}
@@ -73,7 +80,7 @@ func checkKube(ctx context.Context, cfg kube.Config) []checkResult {
 				},
 			}}
 			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			rep, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(callCtx, review, metav1.CreateOptions{})
+			rep, err := reviews.Create(callCtx, review, metav1.CreateOptions{})
 			cancel()
 			what := verb + " " + a.resource
 			if a.subresource != "" {
@@ -92,4 +99,20 @@ func checkKube(ctx context.Context, cfg kube.Config) []checkResult {
 			"apply deploy/rbac.yaml's Role and RoleBinding in "+cfg.Namespace+" and run the provisioner as its service account"))
 	}
 	return append(results, pass("rbac", "the provisioner's access to pods and services in namespace "+cfg.Namespace))
+}
+
+// serverVersion asks the API server for its version, as client-go's
+// discovery client does.
+func serverVersion(ctx context.Context, client *rest.RESTClient) (*version.Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	body, err := client.Get().AbsPath("/version").Do(ctx).Raw()
+	if err != nil {
+		return nil, err
+	}
+	var v version.Info
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, fmt.Errorf("the API server's version: %w", err)
+	}
+	return &v, nil
 }

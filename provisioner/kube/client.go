@@ -118,7 +118,7 @@ func (e *unavailableError) As(target any) bool {
 // createPod creates pod, retrying transient errors. A retry that finds
 // the pod already there adopts it if it is this session's.
 func (b *Backend) createPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
-	pods := b.client.CoreV1().Pods(b.cfg.Namespace)
+	pods := b.client.Pods(b.cfg.Namespace)
 	id := pod.Labels[LabelSessionID]
 	var created *corev1.Pod
 	// Only an answer from the API server, or a refused connection, proves
@@ -150,7 +150,7 @@ func (b *Backend) createPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, 
 }
 
 func (b *Backend) createService(ctx context.Context, svc *corev1.Service) error {
-	services := b.client.CoreV1().Services(b.cfg.Namespace)
+	services := b.client.Services(b.cfg.Namespace)
 	return b.call(ctx, "create service "+svc.Name, func(ctx context.Context) error {
 		_, err := services.Create(ctx, svc, metav1.CreateOptions{FieldManager: fieldManager})
 		if apierrors.IsAlreadyExists(err) {

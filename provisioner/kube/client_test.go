@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/spawnerhq/spawner/messages"
@@ -24,13 +23,9 @@ import (
 // realClientBackend talks HTTP to host, as it would to an API server.
 func realClientBackend(t *testing.T, host string) *Backend {
 	t.Helper()
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: host})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := baseConfig()
 	cfg.APITimeout = 2 * time.Second
-	b, err := NewWithClient(cfg, client, slog.New(slog.DiscardHandler))
+	b, err := NewWithConfig(cfg, &rest.Config{Host: host}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

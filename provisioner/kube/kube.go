@@ -19,10 +19,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/spawnerhq/spawner/messages"
@@ -85,13 +86,12 @@ const (
 type Backend struct {
 	cfg      Config
 	sources  messages.StatusSources
-	client   kubernetes.Interface
+	client   Client
 	log      *slog.Logger
 	template *corev1.Pod
 	defaults defaults
 	status   provisioner.StatusChecker
 
-	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	lister   corelisters.PodLister
 	synced   chan struct{}
@@ -114,20 +114,26 @@ type Backend struct {
 // New connects to the cluster from cfg and returns the backend; Run must
 // be running for Start and List to answer.
 func New(cfg Config, log *slog.Logger) (*Backend, error) {
-	rest, err := restConfig(cfg)
+	rc, err := restConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	client, err := kubernetes.NewForConfig(rest)
+	return NewWithConfig(cfg, rc, log)
+}
+
+// NewWithConfig returns the backend on the API server rc names, ignoring
+// cfg's kubeconfig and rate limits, as tests do with other credentials.
+func NewWithConfig(cfg Config, rc *rest.Config, log *slog.Logger) (*Backend, error) {
+	client, err := NewClient(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
 	return NewWithClient(cfg, client, log)
 }
 
 // NewWithClient returns the backend using client, as tests do with a
 // fake clientset.
-func NewWithClient(cfg Config, client kubernetes.Interface, log *slog.Logger) (*Backend, error) {
+func NewWithClient(cfg Config, client Client, log *slog.Logger) (*Backend, error) {
 	cfg, d, err := checkConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -148,11 +154,8 @@ func NewWithClient(cfg Config, client kubernetes.Interface, log *slog.Logger) (*
 		waiters: map[string]chan struct{}{}, stopping: map[string]time.Time{},
 		absent: map[string]bool{}, reported: map[string]bool{},
 	}
-	b.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector }))
-	pods := b.factory.Core().V1().Pods()
-	b.informer, b.lister = pods.Informer(), pods.Lister()
+	b.informer = podInformer(client, cfg.Namespace)
+	b.lister = corelisters.NewPodLister(b.informer.GetIndexer())
 	if err := b.informer.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		b.log.Warn("pod watch failed; retrying", "namespace", cfg.Namespace, "err", err)
 	}); err != nil {
@@ -166,6 +169,27 @@ func NewWithClient(cfg Config, client kubernetes.Interface, log *slog.Logger) (*
 		return nil, err
 	}
 	return b, nil
+}
+
+// podInformer lists and watches the managed pods of namespace, as
+// client-go's informer factory would, without the factory, which links
+// every API group's informer into the binary.
+func podInformer(client Client, namespace string) cache.SharedIndexInformer {
+	pods := client.Pods(namespace)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = managedSelector
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = managedSelector
+			return pods.Watch(ctx, o)
+		},
+	}
+	// A client that cannot stream the initial list in its watch (a fake
+	// clientset) says so, and the reflector then lists first.
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Pod{}, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 }
 
 // defaults are the parsed resource settings.
@@ -248,13 +272,14 @@ func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error 
 	b.mu.Lock()
 	b.exits, b.done = exits, ctx.Done()
 	b.mu.Unlock()
-	b.factory.Start(ctx.Done())
+	var informer sync.WaitGroup
+	informer.Go(func() { b.informer.RunWithContext(ctx) })
 	if cache.WaitForCacheSync(ctx.Done(), b.informer.HasSynced) {
 		close(b.synced)
 		b.log.Info("pod cache synced", "namespace", b.cfg.Namespace)
 	}
 	<-ctx.Done()
-	b.factory.Shutdown()
+	informer.Wait()
 	b.mu.Lock()
 	b.exits = nil
 	b.mu.Unlock()
@@ -329,10 +354,10 @@ func (b *Backend) Stop(ctx context.Context, id string) error {
 	b.mu.Unlock()
 	name := ObjectName(id)
 	podErr := b.call(ctx, "delete pod "+name, func(ctx context.Context) error {
-		return ignoreNotFound(b.client.CoreV1().Pods(b.cfg.Namespace).Delete(ctx, name, deleteBackground()))
+		return ignoreNotFound(b.client.Pods(b.cfg.Namespace).Delete(ctx, name, deleteBackground()))
 	})
 	svcErr := b.call(ctx, "delete service "+name, func(ctx context.Context) error {
-		return ignoreNotFound(b.client.CoreV1().Services(b.cfg.Namespace).Delete(ctx, name, deleteBackground()))
+		return ignoreNotFound(b.client.Services(b.cfg.Namespace).Delete(ctx, name, deleteBackground()))
 	})
 	return errors.Join(podErr, svcErr)
 }

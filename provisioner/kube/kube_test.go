@@ -25,6 +25,14 @@ import (
 	"github.com/spawnerhq/spawner/provisioner"
 )
 
+// fakeClient is client-go's fake clientset as the backend's Client. Its
+// IsWatchListSemanticsUnSupported tells the informer to list first.
+type fakeClient struct{ *fake.Clientset }
+
+func (f fakeClient) Pods(namespace string) PodClient { return f.CoreV1().Pods(namespace) }
+
+func (f fakeClient) Services(namespace string) ServiceClient { return f.CoreV1().Services(namespace) }
+
 // cluster is a backend on a fake clientset with its informer running. The
 // test plays the kubelet by writing pod status.
 type cluster struct {
@@ -44,7 +52,7 @@ func startCluster(t *testing.T, cfg Config) *cluster {
 		}
 		return false, nil, nil
 	})
-	b, err := NewWithClient(cfg, client, slog.New(slog.DiscardHandler))
+	b, err := NewWithClient(cfg, fakeClient{client}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

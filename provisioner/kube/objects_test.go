@@ -29,7 +29,7 @@ func baseConfig() Config {
 
 func newTestBackend(t *testing.T, cfg Config) *Backend {
 	t.Helper()
-	b, err := NewWithClient(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler))
+	b, err := NewWithClient(cfg, fakeClient{fake.NewClientset()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestConfigErrors(t *testing.T) {
 	for name, mutate := range cases {
 		cfg := baseConfig()
 		mutate(&cfg)
-		if _, err := NewWithClient(cfg, fake.NewClientset(), slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := NewWithClient(cfg, fakeClient{fake.NewClientset()}, slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
