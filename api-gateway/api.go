@@ -87,11 +87,27 @@ func (g *Gateway) handleInit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, httpStatus(e.Code), e)
 		return
 	}
+	g.awaitCopy(r.Context(), rep.SessionID, func(s messages.Session, ok bool) bool {
+		return ok && (s.Status != messages.StatusCreating || rep.Status == messages.StatusCreating)
+	})
 	status := http.StatusOK
 	if rep.Created {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, rep)
+}
+
+// awaitCopy waits, for a second at most, until the gateway's copy of the
+// registry shows what a provisioner has just answered, so that a client
+// reads its own writes: GET /sessions right after POST /init lists the
+// session as the answer gave it, and not at all right after DELETE. The
+// provisioner wrote the record before it answered, so the wait is the
+// watch's delivery (under a millisecond); the bound covers a record that
+// ended meanwhile, or a copy that is being rebuilt.
+func (g *Gateway) awaitCopy(ctx context.Context, id string, cond func(messages.Session, bool) bool) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	g.cache.Await(ctx, id, cond)
 }
 
 // spawn sends the request to the provisioners and waits a little longer
@@ -252,6 +268,7 @@ func (g *Gateway) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "no live session %q", id))
 	default:
 		g.routes.remove(id)
+		g.awaitCopy(r.Context(), id, func(_ messages.Session, ok bool) bool { return !ok })
 		writeJSON(w, http.StatusOK, map[string]string{"session_id": id, "status": string(messages.StatusTerminated)})
 	}
 }

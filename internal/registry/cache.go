@@ -53,13 +53,16 @@ type Cache struct {
 	// it has synced.
 	seen   map[string]bool
 	resync chan struct{}
+	// changed is closed and replaced whenever the copy changes, so that
+	// Await can wait for a change without a handler of its own.
+	changed chan struct{}
 }
 
 // NewCache returns an empty cache of reg; Run fills it. nc is the
 // connection under reg, watched for reconnects; nil watches nothing.
 func NewCache(reg *Registry, nc *nats.Conn, log *slog.Logger) *Cache {
 	return &Cache{reg: reg, nc: nc, log: log, byID: map[string]messages.Session{},
-		syncedCh: make(chan struct{}), resync: make(chan struct{}, 1)}
+		syncedCh: make(chan struct{}), resync: make(chan struct{}, 1), changed: make(chan struct{})}
 }
 
 // OnChange makes fn see every change the cache applies, on the watch's
@@ -189,6 +192,8 @@ func (c *Cache) apply(ch Change) {
 			c.seen[ch.ID] = true
 		}
 	}
+	close(c.changed)
+	c.changed = make(chan struct{})
 	c.mu.Unlock()
 	if emit {
 		out = append(out, ch)
@@ -206,6 +211,30 @@ func (c *Cache) Get(id string) (messages.Session, bool) {
 	defer c.mu.RUnlock()
 	s, ok := c.byID[id]
 	return s, ok
+}
+
+// Await waits until cond holds for the cached record of id (ok is false
+// when the copy has none), and reports whether it did before ctx ended.
+// The API answers a write only once its own copy shows it: a client that
+// spawns and then lists must see what it spawned, and the watch trails
+// the write that the provisioner answered after by a moment (measured:
+// one "sessions ls" in five, run at once after "sessions new", still saw
+// the session creating).
+func (c *Cache) Await(ctx context.Context, id string, cond func(s messages.Session, ok bool) bool) bool {
+	for {
+		c.mu.RLock()
+		s, ok := c.byID[id]
+		done, changed := cond(s, ok), c.changed
+		c.mu.RUnlock()
+		if done {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // List returns every cached record, and whether the copy is complete: it

@@ -259,3 +259,48 @@ func otherRegistry(t *testing.T, listen string) (*registry.Registry, jetstream.S
 	}
 	return registry.New(kv), stream
 }
+
+// TestCacheAwait waits for a write the cache has not seen yet, for a
+// delete, and gives up at its deadline on what never comes.
+func TestCacheAwait(t *testing.T) {
+	reg, _ := newRegistry(t)
+	ctx := testContext(t)
+	c := runCache(t, reg, nil)
+	<-c.Synced()
+	s := session(messages.StatusReady)
+	got := make(chan bool, 1)
+	go func() {
+		got <- c.Await(ctx, s.ID, func(s messages.Session, ok bool) bool { return ok && s.Status == messages.StatusReady })
+	}()
+	select {
+	case <-got:
+		t.Fatal("Await returned before the record was written")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := reg.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatal("Await reported false for a record that came")
+		}
+	case <-time.After(patience):
+		t.Fatal("Await never saw the record")
+	}
+	if err := reg.Delete(ctx, s.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Await(ctx, s.ID, func(_ messages.Session, ok bool) bool { return !ok }) {
+		t.Fatal("Await never saw the delete")
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if c.Await(short, s.ID, func(_ messages.Session, ok bool) bool { return ok }) {
+		t.Fatal("Await reported true for a record that is gone")
+	}
+	if waited := time.Since(start); waited < 90*time.Millisecond || waited > patience {
+		t.Errorf("Await gave up after %v, want its 100ms deadline", waited)
+	}
+}
