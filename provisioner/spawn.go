@@ -40,6 +40,9 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 	if err := req.Validate(); err != nil {
 		return messages.SpawnReply{}, err
 	}
+	if err := p.placeable(req); err != nil {
+		return messages.SpawnReply{}, err
+	}
 	app, err := p.resolve(req)
 	if err != nil {
 		return messages.SpawnReply{}, err
@@ -169,7 +172,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	spec := p.spec(id, p.sessionURL(id), req, app)
 	s := messages.Session{
 		ID: id, App: app.Name, Routing: messages.Routing(app.Routing), Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
-		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Owner: p.cfg.Name,
+		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Pool: p.cfg.Pool, Owner: p.cfg.Name,
 		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.idleTimeout(app)),
 		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.maxLifetime(app)),
 		CreatedAt:          start.UTC(),
