@@ -86,7 +86,8 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 			perms.Publish.Allow = append(perms.Publish.Allow, p.Publish.Allow...)
 			perms.Subscribe.Allow = append(perms.Subscribe.Allow, p.Subscribe.Allow...)
 		}
-		perms.Publish.Allow = uniq(perms.Publish.Allow)
+		// Its gateway answers its own session lists, in its own inbox.
+		perms.Publish.Allow = uniq(append(perms.Publish.Allow, inbox))
 		perms.Subscribe.Allow = uniq(append(perms.Subscribe.Allow, inbox))
 		return perms, nil
 	default:
