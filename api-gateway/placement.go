@@ -135,7 +135,10 @@ func (g *Gateway) spawnPlaced(ctx context.Context, req messages.SpawnRequest) (m
 	}
 	var absent []string
 	for _, t := range targets {
-		if t.pool != "" {
+		// A fallback pool is named in the request it gets, so that its
+		// provisioner accepts it; a placement stays, for the provisioner
+		// to check against its own labels.
+		if t.pool != "" && len(req.Placement) == 0 {
 			req.Pool = t.pool
 		}
 		rep, e, none := g.spawnOn(ctx, t, req)
