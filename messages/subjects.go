@@ -84,8 +84,16 @@ func (s Subjects) names() string {
 
 // Requested is the request-reply subject that spawns a session in this
 // pool. The request is a SpawnRequest; the reply is a SpawnReply. For the
-// default pool it is AnyRequested.
-func (s Subjects) Requested() string { return s.base() + ".session.requested" }
+// default pool it is AnyRequested; a named pool's is
+// "<prefix>.pool.<pool>.control.spawn", outside the pool's event subjects
+// for the reason Stop gives: a hub that follows every pool's events must
+// not count as a responder to a pool's spawns.
+func (s Subjects) Requested() string {
+	if s.pool == "" {
+		return s.AnyRequested()
+	}
+	return s.base() + ".control.spawn"
+}
 
 // AnyRequested is the request-reply subject that every provisioner of
 // every pool serves in one queue group, "<prefix>.session.requested": NATS
@@ -99,7 +107,7 @@ func (s Subjects) AnyRequested() string { return s.prefix + ".session.requested"
 func (s Subjects) AnyPing() string { return s.prefix + ".control.ping" }
 
 // PoolRequests matches the spawn requests of every named pool.
-func (s Subjects) PoolRequests() string { return s.prefix + ".pool.*.session.requested" }
+func (s Subjects) PoolRequests() string { return s.prefix + ".pool.*.control.spawn" }
 
 // PoolPings matches the pings of every named pool.
 func (s Subjects) PoolPings() string { return s.prefix + ".pool.*.control.ping" }

@@ -108,7 +108,8 @@ func TestPoolSubjectNames(t *testing.T) {
 	for got, want := range map[string]string{
 		def.Requested():          "spawner.session.requested",
 		def.AnyRequested():       "spawner.session.requested",
-		eu.Requested():           "spawner.pool.eu-1.session.requested",
+		eu.Requested():           "spawner.pool.eu-1.control.spawn",
+		eu.PoolRequests():        "spawner.pool.*.control.spawn",
 		eu.AnyRequested():        "spawner.session.requested",
 		eu.Stop():                "spawner.pool.eu-1.control.stop",
 		eu.Ping():                "spawner.pool.eu-1.control.ping",
@@ -132,6 +133,10 @@ func TestPoolSubjectNames(t *testing.T) {
 	// event stream of one pool never captures another's.
 	if strings.HasPrefix(eu.Event("ready"), strings.TrimSuffix(def.Sessions(), ">")) {
 		t.Errorf("%s falls under %s", eu.Event("ready"), def.Sessions())
+	}
+	// Following every pool's events must not answer for a pool's spawns.
+	if strings.HasPrefix(eu.Requested(), "spawner.pool.eu-1.session.") {
+		t.Errorf("%s falls under %s", eu.Requested(), eu.PoolEvents())
 	}
 	for _, bad := range []string{"a.b", "*", ">", "a b", strings.Repeat("p", 33)} {
 		if _, err := messages.NewPoolSubjects("spawner", bad); err == nil {

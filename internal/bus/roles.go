@@ -77,7 +77,7 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 	case RoleOps:
 		pub = slices.Concat([]string{"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"},
 			bucketRead(subj), streamRead(subj.EventStream()))
-		sub = []string{subj.Sessions(), subj.PoolEvents(), subj.AnyRequested(), subj.Heartbeats(), subj.Activity(), inbox}
+		sub = []string{subj.Sessions(), subj.PoolEvents(), subj.AnyRequested(), subj.PoolRequests(), subj.Heartbeats(), subj.Activity(), inbox}
 	case RoleAll:
 		perms := &server.Permissions{Publish: &server.SubjectPermission{}, Subscribe: &server.SubjectPermission{},
 			Response: responses()}
