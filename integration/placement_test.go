@@ -127,7 +127,9 @@ func TestPlacementLeafNodes(t *testing.T) {
 	a, b := pools["a"], pools["b"]
 	// A request naming b, sent to a's gateway, is served by b, on b's
 	// gateway, and proxied there.
+	began := time.Now()
 	rep := placeSpawn(t, client, a.baseURL, `{"pool":"b"}`, http.StatusCreated)
+	t.Logf("a request for pool b through a's gateway took %s", time.Since(began).Round(time.Millisecond))
 	if !strings.HasPrefix(rep.URL, b.baseURL+"/") {
 		t.Errorf("a session of pool b has URL %s, want one on b's gateway %s", rep.URL, b.baseURL)
 	}
@@ -194,6 +196,7 @@ func TestPlacementLeafNodes(t *testing.T) {
 		if !strings.HasPrefix(strings.TrimSpace(body), `{"error":`) {
 			t.Errorf("the 503 is not a JSON error: %s", body)
 		}
+		t.Logf("request %d for pool b without its provisioner: %d after %s", i, code, time.Since(start).Round(time.Microsecond))
 	}
 	rep = placeSpawn(t, client, a.baseURL, `{"pool":"a"}`, http.StatusCreated)
 	if !strings.HasPrefix(rep.URL, a.baseURL+"/") {
