@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -87,9 +88,11 @@ func (g *Gateway) handleInit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, httpStatus(e.Code), e)
 		return
 	}
-	g.awaitCopy(r.Context(), rep.SessionID, func(s messages.Session, ok bool) bool {
-		return ok && (s.Status != messages.StatusCreating || rep.Status == messages.StatusCreating)
-	})
+	if rep.Pool == g.cfg.Pool { // Another pool's sessions are in its own registry.
+		g.awaitCopy(r.Context(), rep.SessionID, func(s messages.Session, ok bool) bool {
+			return ok && (s.Status != messages.StatusCreating || rep.Status == messages.StatusCreating)
+		})
+	}
 	status := http.StatusOK
 	if rep.Created {
 		status = http.StatusCreated
@@ -110,55 +113,69 @@ func (g *Gateway) awaitCopy(ctx context.Context, id string, cond func(messages.S
 	g.cache.Await(ctx, id, cond)
 }
 
-// spawn sends the request to the provisioners and waits a little longer
-// than their spawn timeout, so their own timeout answer arrives first.
+// spawn encodes nothing itself: spawnPlaced picks the pools to try, and
+// spawnOn sends the request to one of them.
 func (g *Gateway) spawn(ctx context.Context, req messages.SpawnRequest) (messages.SpawnReply, *messages.Error) {
+	return g.spawnPlaced(ctx, req)
+}
+
+// spawnOn sends the request to the provisioners of one target and waits a
+// little longer than their spawn timeout, so their own timeout answer
+// arrives first. none reports that the target has no provisioner.
+func (g *Gateway) spawnOn(ctx context.Context, t target, req messages.SpawnRequest) (rep messages.SpawnReply, e *messages.Error, none bool) {
 	data, err := json.Marshal(req)
 	if err != nil {
-		return messages.SpawnReply{}, messages.Errorf(messages.CodeInternal, "encode request: %v", err)
+		return rep, messages.Errorf(messages.CodeInternal, "encode request: %v", err), false
 	}
-	if e := g.provisionersPresent(ctx); e != nil {
-		return messages.SpawnReply{}, e
+	if !g.provisionersPresent(ctx, t.ping) {
+		return rep, nil, true
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.SpawnTimeout+5*time.Second)
 	defer cancel()
-	msg, err := g.nc.RequestWithContext(ctx, g.subj.Requested(), data)
+	msg, err := g.nc.RequestWithContext(ctx, t.request, data)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "no provisioner is running")
+		return rep, nil, true
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		return messages.SpawnReply{}, messages.Errorf(messages.CodeTimeout, "no answer from a provisioner within %s", g.cfg.SpawnTimeout+5*time.Second)
+		return rep, messages.Errorf(messages.CodeTimeout, "no answer from a provisioner%s within %s", inPool(t.pool), g.cfg.SpawnTimeout+5*time.Second), false
 	case err != nil:
-		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "spawn request: %v", err)
+		return rep, messages.Errorf(messages.CodeUnavailable, "spawn request%s: %v", inPool(t.pool), err), false
 	}
-	var rep messages.SpawnReply
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
-		return messages.SpawnReply{}, messages.Errorf(messages.CodeInternal, "undecodable reply: %v", err)
+		return rep, messages.Errorf(messages.CodeInternal, "undecodable reply: %v", err), false
 	}
 	if rep.Error != nil {
-		return messages.SpawnReply{}, rep.Error
+		return messages.SpawnReply{}, rep.Error, false
 	}
-	return rep, nil
+	return rep, nil, false
 }
 
-// provisionersPresent answers 503 at once when no provisioner runs. A
-// success is remembered for a second, so a burst of spawns pings once.
-func (g *Gateway) provisionersPresent(ctx context.Context) *messages.Error {
-	if time.Since(time.Unix(0, g.provisionerSeen.Load())) < time.Second {
-		return nil
+func inPool(pool string) string {
+	if pool == "" {
+		return ""
+	}
+	return fmt.Sprintf(" of pool %q", pool)
+}
+
+// provisionersPresent reports false at once when no provisioner answers
+// the ping subject. A success is remembered for a second per subject, so
+// a burst of spawns pings once.
+func (g *Gateway) provisionersPresent(ctx context.Context, ping string) bool {
+	if at, ok := g.provisionerSeen.Load(ping); ok && time.Since(at.(time.Time)) < time.Second {
+		return true
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err := g.nc.RequestWithContext(ctx, g.subj.Ping(), nil)
+	_, err := g.nc.RequestWithContext(ctx, ping, nil)
 	switch {
 	case err == nil:
-		g.provisionerSeen.Store(time.Now().UnixNano())
-		return nil
+		g.provisionerSeen.Store(ping, time.Now())
+		return true
 	case errors.Is(err, nats.ErrNoResponders):
-		return messages.Errorf(messages.CodeUnavailable, "no provisioner is running")
+		return false
 	default:
 		// A slow answer is no proof of absence; let the spawn itself decide.
-		return nil
+		return true
 	}
 }
 
@@ -201,6 +218,15 @@ func (g *Gateway) view(s messages.Session) SessionView {
 // after each event. Until the cache has synced (at start, after a NATS
 // outage, or for a Handler embedded without Serve) it scans as before.
 func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
+	pool, local, e := g.listScope(r)
+	if e != nil {
+		writeError(w, http.StatusBadRequest, e)
+		return
+	}
+	if !local {
+		g.listPools(w, r, pool)
+		return
+	}
 	if g.cache.IsSynced() {
 		g.writeSessionList(w)
 		return

@@ -28,7 +28,17 @@ import (
 
 // Config holds the gateway's settings.
 type Config struct {
-	Prefix   string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	Pool   string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
+	// PoolFallback lists the pools to try, in order, when a request names
+	// a pool that has no provisioner.
+	PoolFallback string `envconfig:"POOL_FALLBACK" desc:"gateway: pools to send a request to, in order, when the pool it names has no provisioner, as eu-2,us-1; empty answers 503"`
+	// PoolWait is how long the gateway collects the answers of every pool:
+	// the pool directory for placement by label, and session lists.
+	PoolWait time.Duration `envconfig:"POOL_WAIT" default:"300ms" desc:"gateway: how long answers from every pool are collected, for placement by label and for listing the sessions of every pool"`
+	// Hub makes GET /sessions and the dashboard list every pool's sessions
+	// unless ?pool= names one.
+	Hub      bool   `envconfig:"HUB" desc:"gateway: GET /sessions and the dashboard list the sessions of every pool, not only this gateway's own"`
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080" desc:"the gateway's listen address"`
 	// PublicURL is the base of session URLs; the provisioner builds them.
 	PublicURL    string        `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
@@ -86,8 +96,12 @@ type Gateway struct {
 	// name tells this replica's activity reports from other replicas'.
 	name  string
 	beats *heartbeatCache
-	// provisionerSeen is when a provisioner last answered a ping, in Unix ns.
-	provisionerSeen atomic.Int64
+	// provisionerSeen is when a provisioner last answered each ping
+	// subject, a time.Time.
+	provisionerSeen sync.Map
+	// fallback is SPAWNER_POOL_FALLBACK; directory caches the pools.
+	fallback  []string
+	directory poolDirectory
 	// apps is the catalog in force; SetCatalog swaps it.
 	apps  atomic.Pointer[catalog.Catalog]
 	proxy *proxy
@@ -102,7 +116,7 @@ type Gateway struct {
 
 // New builds a gateway; Run serves it.
 func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*Gateway, error) {
-	subj, err := messages.NewSubjects(cfg.Prefix)
+	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +133,13 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	if routing == messages.RoutingSubdomain && strings.Trim(cfg.SessionDomain, ".") == "" {
 		return nil, errors.New("SPAWNER_ROUTING=subdomain needs SPAWNER_SESSION_DOMAIN")
 	}
+	fallback, err := parseFallback(cfg.PoolFallback)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PoolWait <= 0 {
+		cfg.PoolWait = 300 * time.Millisecond
+	}
 	if cfg.ProbeInterval < 0 {
 		return nil, fmt.Errorf("probe interval must not be negative, got %s", cfg.ProbeInterval)
 	}
@@ -133,7 +154,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	}
 	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
-		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{})}
+		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{}), fallback: fallback}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
 	cat := cfg.Catalog
 	if cat == nil {
@@ -247,6 +268,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	feedCtx, stopFeeds := context.WithCancel(ctx)
 	feeds.Go(func() { g.feed(feedCtx) })
 	feeds.Go(func() { g.publishActivity(feedCtx) })
+	if sub, err := g.answerSessionLists(); err != nil {
+		g.log.Error("subscribe session lists", "err", err)
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	g.log.Info("gateway listening", "addr", ln.Addr().String())

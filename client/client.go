@@ -103,12 +103,24 @@ func (c *Client) Init(ctx context.Context, req messages.SpawnRequest) (messages.
 	return rep, nil
 }
 
-// List returns every live session, oldest first.
-func (c *Client) List(ctx context.Context) ([]Session, error) {
+// List returns every live session the gateway lists by default (its own
+// pool's, or every pool's on a hub), oldest first.
+func (c *Client) List(ctx context.Context) ([]Session, error) { return c.ListPool(ctx, "") }
+
+// AllPools names every pool to ListPool.
+const AllPools = "*"
+
+// ListPool returns the live sessions of one pool, or of every pool with
+// AllPools, oldest first; an empty pool is List.
+func (c *Client) ListPool(ctx context.Context, pool string) ([]Session, error) {
 	var out struct {
 		Sessions []Session `json:"sessions"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/sessions", nil, &out); err != nil {
+	var query url.Values
+	if pool != "" {
+		query = url.Values{"pool": {pool}}
+	}
+	if err := c.doQuery(ctx, http.MethodGet, "/sessions", query, nil, &out); err != nil {
 		return nil, err
 	}
 	return out.Sessions, nil
@@ -165,7 +177,11 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
-	req, err := c.newRequest(ctx, method, path, nil, body)
+	return c.doQuery(ctx, method, path, nil, body, out)
+}
+
+func (c *Client) doQuery(ctx context.Context, method, path string, query url.Values, body []byte, out any) error {
+	req, err := c.newRequest(ctx, method, path, query, body)
 	if err != nil {
 		return err
 	}

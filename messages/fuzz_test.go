@@ -20,6 +20,9 @@ func FuzzDecodeSpawnRequest(f *testing.F) {
 		`{"key":null}`, `{"env":{"A":null}}`, `{"key":"a","key":"b"}`, `{"env":{"A":"1","\u0041":"2"}}`,
 		"{\"key\":\"\xff\"}", `{"key":"\udc00\ud800"}`, `{"key":"\ud83d\ude00"}`, `{"key":"a\u0000"}`,
 		`{"idle_timeout_seconds":1e3}`, `{"env":{"LD_PRELOAD":"/tmp/x.so"}}`, "{\"key\":\"k\"}\u0085",
+		`{"pool":"eu-1"}`, `{"placement":{"region":"eu","gpu":"true"}}`, `{"pool":"eu-1","placement":{"region":"eu"}}`,
+		`{"pool":"a.b"}`, `{"pool":""}`, `{"placement":{}}`, `{"placement":{"spawner.dev/x":"y"}}`, `{"Pool":"a"}`,
+		`{"placement":null}`, `{"placement":{"region":1}}`,
 	} {
 		f.Add([]byte(seed))
 	}

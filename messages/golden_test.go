@@ -29,7 +29,13 @@ func goldenCases() map[string]any {
 			App: "files", RequestID: "req-1", Key: "user-42",
 			Env:                map[string]string{"GREETING": "hello", "LANG": "C.UTF-8"},
 			Labels:             map[string]string{"team": "docs", "example.com/tier": "free"},
-			IdleTimeoutSeconds: 300, MaxLifetimeSeconds: 3600,
+			IdleTimeoutSeconds: 300, MaxLifetimeSeconds: 3600, Pool: "eu-1",
+		},
+		"spawn_request_placement": &messages.SpawnRequest{
+			Key: "user-42", Placement: map[string]string{"region": "eu", "gpu": "true"},
+		},
+		"pool_info": &messages.PoolInfo{
+			Pool: "eu-1", Labels: map[string]string{"region": "eu", "gpu": "true"}, Provisioner: "prov-a",
 		},
 		"spawn_reply_ok": &messages.SpawnReply{
 			SessionID: goldenID, URL: "https://spawner.example/p/" + goldenID + "/",
@@ -59,7 +65,7 @@ func goldenCases() map[string]any {
 		"session_creating": &messages.Session{
 			ID: goldenID, App: "demo", Key: "user-42", RequestID: "req-1", Status: messages.StatusCreating,
 			URL: "https://spawner.example/p/" + goldenID + "/", Labels: map[string]string{"team": "docs"},
-			Backend: "process", Owner: "prov-a", IdleTimeoutSeconds: 300, CreatedAt: goldenTime,
+			Backend: "process", Pool: "eu-1", Owner: "prov-a", IdleTimeoutSeconds: 300, CreatedAt: goldenTime,
 		},
 		"session_stopping": &messages.Session{
 			ID: goldenID, Status: messages.StatusStopping, URL: "https://spawner.example/p/" + goldenID + "/",
@@ -71,7 +77,7 @@ func goldenCases() map[string]any {
 	}
 	for _, et := range messages.EventTypes {
 		ev := &messages.Event{Type: et, SessionID: goldenID, Time: goldenTime, App: "demo", RequestID: "req-1", Key: "user-42",
-			Backend: "process", Owner: "prov-a"}
+			Backend: "process", Owner: "prov-a", Pool: "eu-1"}
 		switch et {
 		case messages.EventCreating:
 			ev.URL, ev.Labels = "https://spawner.example/p/"+goldenID+"/", map[string]string{"team": "docs"}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -52,6 +53,9 @@ type Session struct {
 	URL       string            `json:"url"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Backend   string            `json:"backend"`
+	// Pool names the pool whose provisioner started the session; empty is
+	// the default pool.
+	Pool string `json:"pool,omitempty"`
 	// Upstream is the host:port the proxy forwards to, set once ready.
 	Upstream string `json:"upstream,omitempty"`
 	// StatusURL is what the prober polls: the app's /status or a sidecar's.
@@ -107,16 +111,18 @@ type Event struct {
 	SessionID string    `json:"session_id"`
 	Time      time.Time `json:"time"`
 	// App names the catalog app of the session.
-	App       string            `json:"app,omitempty"`
-	RequestID string            `json:"request_id,omitempty"`
-	Key       string            `json:"key,omitempty"`
-	URL       string            `json:"url,omitempty"`
-	Upstream  string            `json:"upstream,omitempty"`
-	Backend   string            `json:"backend,omitempty"`
-	Owner     string            `json:"owner,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Reason    Reason            `json:"reason,omitempty"`
-	Error     string            `json:"error,omitempty"`
+	App       string `json:"app,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	Key       string `json:"key,omitempty"`
+	URL       string `json:"url,omitempty"`
+	Upstream  string `json:"upstream,omitempty"`
+	Backend   string `json:"backend,omitempty"`
+	Owner     string `json:"owner,omitempty"`
+	// Pool names the session's pool; empty is the default pool.
+	Pool   string            `json:"pool,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Reason Reason            `json:"reason,omitempty"`
+	Error  string            `json:"error,omitempty"`
 	// SpawnSeconds is how long the spawn took, on ready and failed.
 	SpawnSeconds float64 `json:"spawn_seconds,omitempty"`
 	// LifetimeSeconds is how long the session lived, on terminated.
@@ -226,4 +232,52 @@ func DecodeEvent(data []byte) (Event, error) {
 		return Event{}, fmt.Errorf("event: unknown type %q", ev.Type)
 	}
 	return ev, nil
+}
+
+// PoolInfo is a provisioner's answer on "<prefix>.control.pools": the pool
+// it serves and the labels that placement matches.
+type PoolInfo struct {
+	Pool        string            `json:"pool"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Provisioner string            `json:"provisioner"`
+}
+
+// Matches reports whether the pool carries every label of placement.
+func (p PoolInfo) Matches(placement map[string]string) bool {
+	for k, v := range placement {
+		if got, ok := p.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ParsePoolLabels reads SPAWNER_POOL_LABELS, "key=value" pairs separated
+// by commas, with the rules of request labels.
+func ParsePoolLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("pool labels: %q is not key=value", part)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	if err := checkLabels("pool labels", out, false); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PoolSessions is a gateway's answer on "<prefix>.control.sessions": the
+// live sessions of its own pool, each as its GET /sessions shows them.
+type PoolSessions struct {
+	Pool     string          `json:"pool"`
+	Gateway  string          `json:"gateway"`
+	Sessions json.RawMessage `json:"sessions"`
+	Error    *Error          `json:"error,omitempty"`
 }

@@ -39,6 +39,13 @@ type SpawnRequest struct {
 	IdleTimeoutSeconds int64 `json:"idle_timeout_seconds,omitempty"`
 	// MaxLifetimeSeconds ends the session this long after it was created.
 	MaxLifetimeSeconds int64 `json:"max_lifetime_seconds,omitempty"`
+	// Pool names the pool to spawn in; empty lets the gateway pick, by
+	// Placement or else the nearest pool that answers.
+	Pool string `json:"pool,omitempty"`
+	// Placement picks a pool by the labels pools advertise
+	// (SPAWNER_POOL_LABELS): every entry must match. It cannot be combined
+	// with Pool.
+	Placement map[string]string `json:"placement,omitempty"`
 }
 
 // ErrorCode classifies a failure so that the HTTP gateway can pick a status.
@@ -79,6 +86,8 @@ type SpawnReply struct {
 	// Created is false when a live session with the request's key was returned.
 	Created bool   `json:"created"`
 	Key     string `json:"key,omitempty"`
+	// Pool names the pool that serves the session; empty is the default pool.
+	Pool string `json:"pool,omitempty"`
 	// Token opens the session's URL when per-session auth is on.
 	Token string `json:"token,omitempty"`
 	Error *Error `json:"error,omitempty"`
@@ -123,18 +132,33 @@ func (r SpawnRequest) Validate() error {
 			return Errorf(CodeBadRequest, "env: value of %q is over %d bytes, holds NUL or is not UTF-8", name, MaxValueLength)
 		}
 	}
-	if len(r.Labels) > MaxMapEntries {
-		return Errorf(CodeBadRequest, "labels: at most %d entries", MaxMapEntries)
+	if err := ValidPool(r.Pool); err != nil {
+		return Errorf(CodeBadRequest, "pool: %q is not a pool name (1-32 letters, digits, '_' or '-')", r.Pool)
 	}
-	for k, v := range r.Labels {
+	if r.Pool != "" && len(r.Placement) > 0 {
+		return Errorf(CodeBadRequest, "pool and placement: name a pool or describe one by its labels, not both")
+	}
+	if err := checkLabels("placement", r.Placement, false); err != nil {
+		return err
+	}
+	return checkLabels("labels", r.Labels, true)
+}
+
+// checkLabels checks a map of Kubernetes-style labels; with reserve, keys
+// under LabelDomain are refused as Spawner's own.
+func checkLabels(field string, labels map[string]string, reserve bool) error {
+	if len(labels) > MaxMapEntries {
+		return Errorf(CodeBadRequest, "%s: at most %d entries", field, MaxMapEntries)
+	}
+	for k, v := range labels {
 		// Kubernetes limits the name after the optional prefix to 63 bytes;
 		// a longer one would pass here and fail only when the pod is made.
 		name := k[strings.LastIndex(k, "/")+1:]
-		if len(k) > 253 || len(name) > 63 || !labelKeyPattern.MatchString(k) || strings.HasPrefix(k, LabelDomain) {
-			return Errorf(CodeBadRequest, "labels: %q is not a valid label key", k)
+		if len(k) > 253 || len(name) > 63 || !labelKeyPattern.MatchString(k) || (reserve && strings.HasPrefix(k, LabelDomain)) {
+			return Errorf(CodeBadRequest, "%s: %q is not a valid label key", field, k)
 		}
 		if len(v) > 63 || !labelValPattern.MatchString(v) {
-			return Errorf(CodeBadRequest, "labels: value %q of %q is not a valid label value", v, k)
+			return Errorf(CodeBadRequest, "%s: value %q of %q is not a valid label value", field, v, k)
 		}
 	}
 	return nil

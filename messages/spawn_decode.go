@@ -18,7 +18,7 @@ import (
 // U+FFFD so that different keys collide.
 
 // spawnFields names the fields of SpawnRequest exactly as they are spelled.
-var spawnFields = []string{"app", "request_id", "key", "env", "labels", "idle_timeout_seconds", "max_lifetime_seconds"}
+var spawnFields = []string{"app", "request_id", "key", "env", "labels", "idle_timeout_seconds", "max_lifetime_seconds", "pool", "placement"}
 
 // DecodeSpawnRequest parses and validates a spawn request. An empty body is a
 // request with every field unset. Unknown, misspelt or repeated fields, null
@@ -149,6 +149,10 @@ func parseSpawnRequest(body []byte) (SpawnRequest, error) {
 			req.IdleTimeoutSeconds, err = p.seconds(name)
 		case "max_lifetime_seconds":
 			req.MaxLifetimeSeconds, err = p.seconds(name)
+		case "pool":
+			req.Pool, err = p.str(name)
+		case "placement":
+			req.Placement, err = p.strMap(name)
 		default:
 			err = unknownField(at, name)
 		}

@@ -98,3 +98,74 @@ func TestPrefixesIsolateInstallations(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolSubjectNames(t *testing.T) {
+	def, _ := messages.NewSubjects("spawner")
+	eu, err := messages.NewPoolSubjects("spawner", "eu-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		def.Requested():          "spawner.session.requested",
+		def.AnyRequested():       "spawner.session.requested",
+		eu.Requested():           "spawner.pool.eu-1.control.spawn",
+		eu.PoolRequests():        "spawner.pool.*.control.spawn",
+		eu.AnyRequested():        "spawner.session.requested",
+		eu.Stop():                "spawner.pool.eu-1.control.stop",
+		eu.Ping():                "spawner.pool.eu-1.control.ping",
+		eu.AnyPing():             "spawner.control.ping",
+		eu.Heartbeat("x"):        "spawner.pool.eu-1.heartbeat.x",
+		eu.Activity():            "spawner.pool.eu-1.activity",
+		eu.Event("ready"):        "spawner.pool.eu-1.session.ready",
+		eu.SessionBucket():       "spawner_eu-1_sessions",
+		eu.EventStream():         "spawner_eu-1_events",
+		eu.HeartbeatStream():     "spawner_eu-1_heartbeats",
+		def.SessionBucket():      "spawner_sessions",
+		eu.StateName("extra"):    "spawner_eu-1_extra",
+		def.ForPool("us").Ping(): "spawner.pool.us.control.ping",
+		eu.ForPool("").Ping():    "spawner.control.ping",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	// A named pool's events lie outside the default pool's wildcard, so an
+	// event stream of one pool never captures another's.
+	if strings.HasPrefix(eu.Event("ready"), strings.TrimSuffix(def.Sessions(), ">")) {
+		t.Errorf("%s falls under %s", eu.Event("ready"), def.Sessions())
+	}
+	// Following every pool's events must not answer for a pool's spawns.
+	if strings.HasPrefix(eu.Requested(), "spawner.pool.eu-1.session.") {
+		t.Errorf("%s falls under %s", eu.Requested(), eu.PoolEvents())
+	}
+	for _, bad := range []string{"a.b", "*", ">", "a b", strings.Repeat("p", 33)} {
+		if _, err := messages.NewPoolSubjects("spawner", bad); err == nil {
+			t.Errorf("pool %q accepted", bad)
+		}
+	}
+}
+
+func TestPoolInfoMatches(t *testing.T) {
+	p := messages.PoolInfo{Pool: "eu-1", Labels: map[string]string{"region": "eu", "gpu": "true"}}
+	for _, c := range []struct {
+		placement map[string]string
+		want      bool
+	}{
+		{nil, true}, {map[string]string{"region": "eu"}, true},
+		{map[string]string{"region": "eu", "gpu": "true"}, true},
+		{map[string]string{"region": "us"}, false}, {map[string]string{"zone": ""}, false},
+	} {
+		if got := p.Matches(c.placement); got != c.want {
+			t.Errorf("Matches(%v) = %v, want %v", c.placement, got, c.want)
+		}
+	}
+	labels, err := messages.ParsePoolLabels(" region=eu, gpu=true ,")
+	if err != nil || len(labels) != 2 || labels["gpu"] != "true" {
+		t.Errorf("ParsePoolLabels = %v, %v", labels, err)
+	}
+	for _, bad := range []string{"region", "=eu", "re gion=eu"} {
+		if _, err := messages.ParsePoolLabels(bad); err == nil {
+			t.Errorf("ParsePoolLabels(%q) accepted", bad)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 // Config holds the prober's settings.
 type Config struct {
 	Prefix      string        `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	Pool        string        `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
 	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
 	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s" desc:"one probe's time limit"`
 	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256" desc:"probes in flight at once"`
@@ -92,7 +93,7 @@ func (p *Prober) slotOf(id string) int {
 
 // New builds a prober; now is its clock.
 func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time, log *slog.Logger) (*Prober, error) {
-	subj, err := messages.NewSubjects(cfg.Prefix)
+	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, err
 	}

@@ -163,7 +163,7 @@ func newHarness(t *testing.T, cfg provisioner.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj, _ := messages.NewSubjects(cfg.Prefix)
+	subj, _ := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	h := &harness{env: env, client: client, reg: reg, backend: backend, prov: prov, cfg: cfg, subj: subj}
 	h.events = watchEvents(t, client, subj)
 	return h

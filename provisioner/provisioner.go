@@ -25,6 +25,12 @@ import (
 // Config holds the provisioner's settings.
 type Config struct {
 	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	// Pool names the pool this provisioner serves; its sessions' URLs are
+	// those of the pool's gateways (PublicURL).
+	Pool string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
+	// PoolLabels describe the pool to placement: a request's placement
+	// must match every one it names.
+	PoolLabels string `envconfig:"POOL_LABELS" desc:"the labels of this provisioner's pool that requests place by, as key=value,key=value (e.g. region=eu,gpu=true)"`
 	// Backend names the backend, recorded in every session.
 	Backend string `envconfig:"BACKEND" default:"process" desc:"what a session runs as: process, docker or kubernetes"`
 	// Name identifies this provisioner; it owns the sessions it starts. A
@@ -77,6 +83,8 @@ type Provisioner struct {
 	now     func() time.Time
 	routing messages.Routing
 	env     messages.EnvPolicy
+	// labels are the pool's labels (SPAWNER_POOL_LABELS).
+	labels map[string]string
 	// apps is the catalog in force; SetCatalog swaps it.
 	apps atomic.Pointer[appSet]
 
@@ -97,9 +105,13 @@ type Provisioner struct {
 
 // New builds a provisioner; Run starts it.
 func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log *slog.Logger) (*Provisioner, error) {
-	subj, err := messages.NewSubjects(cfg.Prefix)
+	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("SPAWNER_POOL: %w", err)
+	}
+	labels, err := messages.ParsePoolLabels(cfg.PoolLabels)
+	if err != nil {
+		return nil, fmt.Errorf("SPAWNER_POOL_LABELS: %w", err)
 	}
 	if cfg.Name == "" {
 		host, _ := os.Hostname()
@@ -133,7 +145,7 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	cfg.Metrics.KnowApps(set.cat.Names())
 	log = log.With("component", "provisioner")
 	p := &Provisioner{
-		routing: routing, env: env, work: newWorkQueue(log),
+		routing: routing, env: env, labels: labels, work: newWorkQueue(log),
 		pool: map[string][]string{}, poolFilling: map[string]int{},
 		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
 		log: log, now: time.Now,
@@ -174,6 +186,13 @@ func (p *Provisioner) Run(ctx context.Context) error {
 		_ = stopSub.Unsubscribe()
 		return fmt.Errorf("subscribe %s: %w", p.subj.Ping(), err)
 	}
+	poolSubs, err := p.subscribePools(spawns)
+	if err != nil {
+		_ = spawnSub.Unsubscribe()
+		_ = stopSub.Unsubscribe()
+		_ = pingSub.Unsubscribe()
+		return err
+	}
 	// The server must know the subscriptions before Ready tells anyone.
 	_ = p.nc.Flush()
 	close(p.ready)
@@ -209,10 +228,13 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { p.reconcileLoop(ctx) })
 	wg.Go(func() { p.fillPool(ctx) })
-	p.log.Info("provisioner started", "name", p.cfg.Name, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
+	p.log.Info("provisioner started", "name", p.cfg.Name, "pool", p.cfg.Pool, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
 
 	<-ctx.Done()
 	_ = pingSub.Unsubscribe()
+	for _, sub := range poolSubs {
+		_ = sub.Unsubscribe()
+	}
 	// Drain delivers what is buffered and then closes the channels, so the
 	// workers finish the requests they already accepted.
 	_ = spawnSub.Drain()
@@ -266,6 +288,7 @@ func (p *Provisioner) emit(ev messages.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = p.now().UTC()
 	}
+	ev.Pool = p.cfg.Pool
 	data, err := json.Marshal(ev)
 	if err != nil {
 		p.log.Error("encode event", "type", ev.Type, "err", err)

@@ -23,6 +23,8 @@ func (p *Provisioner) handleSpawn(ctx context.Context, msg *nats.Msg) {
 	rep, err := p.Spawn(ctx, req)
 	if err != nil {
 		rep = messages.SpawnReply{Error: asError(err)}
+	} else {
+		rep.Pool = p.cfg.Pool
 	}
 	reply(msg, p.withToken(rep))
 }
@@ -38,6 +40,9 @@ func asError(err error) *messages.Error {
 // Spawn creates a session, or returns the live session bound to req.Key.
 func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (messages.SpawnReply, error) {
 	if err := req.Validate(); err != nil {
+		return messages.SpawnReply{}, err
+	}
+	if err := p.placeable(req); err != nil {
 		return messages.SpawnReply{}, err
 	}
 	app, err := p.resolve(req)
@@ -169,7 +174,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	spec := p.spec(id, p.sessionURL(id), req, app)
 	s := messages.Session{
 		ID: id, App: app.Name, Routing: messages.Routing(app.Routing), Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
-		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Owner: p.cfg.Name,
+		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Pool: p.cfg.Pool, Owner: p.cfg.Name,
 		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.idleTimeout(app)),
 		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.maxLifetime(app)),
 		CreatedAt:          start.UTC(),

@@ -24,6 +24,7 @@ import (
 // Config holds the reaper's settings.
 type Config struct {
 	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	Pool   string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
 	// FailureGrace is how long probes may fail before the session ends.
 	FailureGrace time.Duration `envconfig:"PROBE_FAILURE_GRACE" default:"30s" desc:"a session whose probes fail this long ends (unhealthy)"`
 	// Sweep is how often records are checked for their lifetime, which
@@ -52,7 +53,7 @@ type Reaper struct {
 
 // New builds a reaper; now is its clock.
 func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Registry, now func() time.Time, log *slog.Logger) (*Reaper, error) {
-	subj, err := messages.NewSubjects(cfg.Prefix)
+	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, err
 	}

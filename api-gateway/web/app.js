@@ -66,7 +66,10 @@ function scheduleRefresh(delay) {
 
 async function refresh() {
   try {
-    const data = await api("GET", "/sessions");
+    // ?pool=eu-1 (or * for every pool) in the dashboard's own address
+    // picks the pool it lists, as it does for GET /sessions.
+    const pool = new URLSearchParams(location.search).get("pool");
+    const data = await api("GET", "/sessions" + (pool ? "?pool=" + encodeURIComponent(pool) : ""));
     state.sessions = (data && data.sessions) || [];
     for (const id of state.ending) {
       if (!state.sessions.some((s) => s.session_id === id)) state.ending.delete(id);
@@ -114,6 +117,7 @@ function sessionRow(s) {
   sid.title = s.session_id;
   idCell.append(sid);
   if (s.app) idCell.append(el("span", "app", s.app));
+  if (s.pool) idCell.append(el("span", "pool", s.pool));
   if (s.key) idCell.append(el("span", "key", s.key));
 
   const age = el("td", "num age");
@@ -130,7 +134,9 @@ function sessionRow(s) {
 
   const urlCell = el("td");
   if (s.status === "ready" && s.url) {
-    const a = el("a", "", new URL(s.url, location.href).pathname);
+    // Another pool's session lives behind its own pool's gateway.
+    const u = new URL(s.url, location.href);
+    const a = el("a", "", u.origin === location.origin ? u.pathname : u.href);
     a.href = s.url;
     a.target = "_blank";
     a.rel = "noopener noreferrer";

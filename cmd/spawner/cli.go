@@ -19,7 +19,7 @@ import (
 )
 
 const sessionsUsage = `Usage:
-  spawner sessions ls                  list live sessions
+  spawner sessions ls [--pool P]       list live sessions (of pool P; * for every pool)
   spawner sessions get ID              show one session
   spawner sessions new [flags]         start a session and print its URL
       --app NAME         the catalog app to run (spawner apps ls)
@@ -28,6 +28,8 @@ const sessionsUsage = `Usage:
       --env NAME=VALUE   an environment variable for the app (repeatable)
       --idle-timeout D   end it after D without activity (e.g. 10m)
       --max-lifetime D   end it D after it started
+      --pool P           spawn in pool P
+      --place k=v        spawn in the nearest pool with this label (repeatable)
   spawner sessions rm ID...            end sessions
   spawner events [flags]               print lifecycle events as they happen
       --session ID       one session's events; ends when the session does
@@ -108,7 +110,13 @@ func sessions(ctx context.Context, o *cliOptions, args []string, stdout, stderr 
 	fs := newFlagSet("sessions "+verb, stderr)
 	o.register(fs)
 	var req messages.SpawnRequest
+	var pool string
+	if verb == "ls" || verb == "list" {
+		fs.StringVar(&pool, "pool", "", "list this pool's sessions; * lists every pool's")
+	}
 	if verb == "new" {
+		fs.StringVar(&req.Pool, "pool", "", "the pool to spawn in")
+		fs.Func("place", "a label k=v the pool must carry (repeatable)", pairFlag(&req.Placement))
 		fs.StringVar(&req.App, "app", "", "the catalog app to run")
 		fs.StringVar(&req.Key, "key", "", "get-or-create key")
 		fs.Func("label", "a label k=v (repeatable)", pairFlag(&req.Labels))
@@ -129,7 +137,7 @@ func sessions(ctx context.Context, o *cliOptions, args []string, stdout, stderr 
 		if len(pos) != 0 {
 			return errors.New("sessions ls takes no arguments")
 		}
-		list, err := c.List(ctx)
+		list, err := c.ListPool(ctx, pool)
 		if err != nil {
 			return err
 		}
@@ -265,7 +273,7 @@ func formatEvent(ev messages.Event) string {
 
 func writeSessionTable(w io.Writer, list []client.Session, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAPP\tSTATUS\tAGE\tIDLE\tCONNS\tKEY\tURL")
+	fmt.Fprintln(tw, "ID\tAPP\tPOOL\tSTATUS\tAGE\tIDLE\tCONNS\tKEY\tURL")
 	for _, s := range list {
 		idle, conns := "-", "-"
 		if s.SecondsInactive != nil {
@@ -282,7 +290,11 @@ func writeSessionTable(w io.Writer, list []client.Session, now time.Time) error 
 		if app == "" {
 			app = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, app, s.Status,
+		pool := s.Pool
+		if pool == "" {
+			pool = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, app, pool, s.Status,
 			humanDuration(now.Sub(s.CreatedAt)), idle, conns, key, s.URL)
 	}
 	return tw.Flush()
@@ -301,6 +313,7 @@ func writeSessionDetail(w io.Writer, s client.Session, now time.Time) error {
 	row("URL", s.URL)
 	row("Key", s.Key)
 	row("Backend", s.Backend)
+	row("Pool", s.Pool)
 	row("Owner", s.Owner)
 	row("Upstream", s.Upstream)
 	row("Created", s.CreatedAt.Local().Format(time.RFC3339)+" ("+humanDuration(now.Sub(s.CreatedAt))+" ago)")

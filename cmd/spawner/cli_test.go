@@ -122,6 +122,14 @@ func TestSessionsVerbsAgainstARunningSpawner(t *testing.T) {
 		}
 	}
 
+	// Every pool's sessions: this gateway answers for its own pool over
+	// NATS, as a hub's pools would.
+	out, err = cli(t, "sessions", "ls", "--pool", "*")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) != 2 || !strings.Contains(lines[0], "POOL") ||
+		!strings.Contains(lines[1], id) {
+		t.Errorf("ls --pool '*' printed %q (%v), want a header with POOL and the session", out, err)
+	}
+
 	out, err = cli(t, "sessions", "ls", "-o", "json")
 	var list []struct {
 		ID     string            `json:"session_id"`

@@ -42,6 +42,14 @@ func runNATS(ctx context.Context) error {
 		log.Info("nats clustering", "server", emb.Server.Name(), "cluster_listen", cfg.Bus.ClusterListen,
 			"routes", len(cfg.Bus.Routes), "replicas", cfg.Bus.Replicas)
 	}
+	if l := cfg.Bus.LeafConfig; l.LeafListen != "" || len(l.LeafRemotes) > 0 {
+		domain := ""
+		if js := emb.Server.JetStreamConfig(); js != nil {
+			domain = js.Domain
+		}
+		log.Info("nats leaf nodes", "server", emb.Server.Name(), "pool", cfg.Bus.Pool,
+			"leaf_listen", l.LeafListen, "remotes", len(l.LeafRemotes), "jetstream_domain", domain)
+	}
 	if cfg.Bus.ClusterConfig.Enabled() {
 		logMetaLeader(ctx, emb, log)
 	}

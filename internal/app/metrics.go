@@ -20,6 +20,7 @@ func (m *Main) MetricsAddr() string { return m.metricsAddr }
 // shows them all.
 func useMetrics(cfg *Config) *metrics.Metrics {
 	mx := metrics.New()
+	mx.SetPool(cfg.Bus.Pool)
 	cfg.Gateway.Metrics = mx
 	cfg.Provisioner.Metrics = mx
 	cfg.Prober.Metrics = mx

@@ -34,6 +34,9 @@ type Config struct {
 	Listen string `envconfig:"NATS_LISTEN" desc:"the embedded server's client address; empty or off keeps the all-in-one's NATS in-process (spawner nats then uses 127.0.0.1:4222)"`
 	// Prefix starts every subject, stream and bucket name.
 	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	// Pool names this process's pool; it picks the pool's subjects,
+	// streams and bucket (messages.NewPoolSubjects).
+	Pool string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
 	// Replicas for streams and the bucket; use 3 on a NATS cluster.
 	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
 	// Memory keeps streams in memory instead of on disk (tests, benchmarks).
@@ -52,14 +55,18 @@ type Config struct {
 	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY" desc:"key file for the embedded NATS server's TLS"`
 	// ClusterConfig makes "spawner nats" one server of a NATS cluster.
 	ClusterConfig
+	// LeafConfig makes "spawner nats" a hub of leaf nodes, or a leaf.
+	LeafConfig
 	// Role is the NATS role a process connects as (see Permissions); set
 	// by the program, never by the environment. It picks the private
 	// reply inbox and the generated credentials file.
 	Role string `ignored:"true"`
 }
 
-// Subjects returns the names for cfg's prefix.
-func (c Config) Subjects() (messages.Subjects, error) { return messages.NewSubjects(c.Prefix) }
+// Subjects returns the names for cfg's prefix and pool.
+func (c Config) Subjects() (messages.Subjects, error) {
+	return messages.NewPoolSubjects(c.Prefix, c.Pool)
+}
 
 // Connect dials NATS: the in-process server when srv is not nil, else cfg.URL.
 // It retries while the server is away, so that a restarted NATS is rejoined

@@ -238,6 +238,37 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestPoolsShareOneJetStream checks that named pools can keep their state
+// in one JetStream, as on a supercluster: each gets its own streams and
+// bucket, beside the default pool's, and a record of one is not in another.
+func TestPoolsShareOneJetStream(t *testing.T) {
+	env := bustest.Run(t)
+	ctx := testContext(t)
+	for _, pool := range []string{"eu-1", "us-gpu"} {
+		cfg := env.Config
+		cfg.Pool = pool
+		kv, err := bus.Ensure(ctx, env.JS, cfg)
+		if err != nil {
+			t.Fatalf("Ensure for pool %s beside the others: %v", pool, err)
+		}
+		if _, err := kv.Put(ctx, "s.owner", []byte(pool)); err != nil {
+			t.Fatal(err)
+		}
+		subj, _ := cfg.Subjects()
+		for _, name := range []string{subj.HeartbeatStream(), subj.EventStream()} {
+			if _, err := env.JS.Stream(ctx, name); err != nil || !strings.Contains(name, pool) {
+				t.Errorf("stream %s of pool %s: %v", name, pool, err)
+			}
+		}
+	}
+	if _, err := env.KV.Get(ctx, "s.owner"); err == nil {
+		t.Error("a named pool's record is in the default pool's bucket")
+	}
+	if _, err := bus.Ensure(ctx, env.JS, env.Config); err != nil {
+		t.Errorf("Ensure for the default pool after the named ones: %v", err)
+	}
+}
+
 func TestEnsureRejectsBadPrefix(t *testing.T) {
 	env := bustest.Run(t)
 	cfg := env.Config

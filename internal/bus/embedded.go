@@ -26,6 +26,10 @@ type EmbeddedConfig struct {
 	TLSCert, TLSKey, TLSCA string
 	// Cluster, when its Listen is set, joins this server to a cluster.
 	Cluster ClusterConfig
+	// Leaf makes this server a hub or a leaf node; Pool is the default of
+	// a leaf's JetStream domain.
+	Leaf LeafConfig
+	Pool string
 }
 
 // EmbeddedFrom derives the embedded server's settings from the client
@@ -33,7 +37,8 @@ type EmbeddedConfig struct {
 // the same credentials.
 func EmbeddedFrom(c Config, storeDir string) EmbeddedConfig {
 	return EmbeddedConfig{Listen: c.Listen, StoreDir: storeDir, User: c.User, Password: c.Password,
-		TLSCert: c.ServerTLSCert, TLSKey: c.ServerTLSKey, TLSCA: c.TLSCA, Cluster: c.ClusterConfig}
+		TLSCert: c.ServerTLSCert, TLSKey: c.ServerTLSKey, TLSCA: c.TLSCA, Cluster: c.ClusterConfig,
+		Leaf: c.LeafConfig, Pool: c.Pool}
 }
 
 // RunEmbedded starts a nats-server with JetStream inside this process and
@@ -83,6 +88,9 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		opts.TLS, opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = true, tc, cfg.TLSCA != "", 2
 	}
 	if err := cfg.Cluster.apply(opts); err != nil {
+		return nil, err
+	}
+	if err := cfg.Leaf.apply(opts, cfg.Pool, cfg.Cluster.ServerName); err != nil {
 		return nil, err
 	}
 	srv, err := server.NewServer(opts)

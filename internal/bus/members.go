@@ -12,7 +12,7 @@ import (
 
 // MembersBucket is the KV bucket in which the prober replicas announce
 // themselves, so that they split the sessions between them.
-func MembersBucket(subj messages.Subjects) string { return subj.Prefix() + "_probers" }
+func MembersBucket(subj messages.Subjects) string { return subj.StateName("probers") }
 
 // membersMaxAge drops the keys of probers that died without a word. The
 // probers judge liveness by when they last saw a key written, not by this.

@@ -44,13 +44,19 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 	inbox := InboxPrefix(subj, role) + ".>"
 	switch role {
 	case RoleGateway:
+		// A gateway sends spawns to its own pool, to the nearest and to
+		// any named pool; it asks every pool which labels it has and,
+		// as a hub, which sessions, and answers the latter for its own.
 		pub = slices.Concat(
-			[]string{subj.Requested(), subj.Ping(), subj.Stop(), subj.Activity()},
+			[]string{subj.Requested(), subj.Ping(), subj.Stop(), subj.Activity()}, anyPool(subj),
+			// Gateways answer each other's session lists in their shared
+			// private inbox; no other role can read those replies.
+			[]string{subj.Pools(), subj.SessionLists(), inbox},
 			ensureAPI(subj), bucketRead(subj), bucketWrite(subj), streamRead(subj.EventStream()))
-		sub = []string{subj.Heartbeats(), inbox}
+		sub = []string{subj.Heartbeats(), subj.SessionLists(), inbox}
 	case RoleProvisioner:
 		pub = slices.Concat(subj.EventSubjects(), ensureAPI(subj), bucketRead(subj), bucketWrite(subj))
-		sub = []string{subj.Requested(), subj.Stop(), subj.Ping(), inbox}
+		sub = []string{subj.Requested(), subj.Stop(), subj.Ping(), subj.AnyRequested(), subj.AnyPing(), subj.Pools(), inbox}
 		resp = true // The replies to spawn, stop and ping requests.
 	case RoleProber:
 		pub = slices.Concat([]string{subj.Heartbeats()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj),
@@ -62,14 +68,16 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 		sub = []string{inbox}
 	case RoleClient:
 		// Spawn, and replay the event stream, as dashboards do.
-		pub = slices.Concat([]string{"$JS.API.INFO", subj.Requested(), subj.Ping()}, streamRead(subj.EventStream()))
-		// Events, but not other clients' requests, which carry their env.
-		sub = []string{subj.Sessions(), inbox}
-		subDeny = []string{subj.Requested()}
+		pub = slices.Concat([]string{"$JS.API.INFO", subj.Requested(), subj.Ping()}, anyPool(subj),
+			streamRead(subj.EventStream()))
+		// Events of every pool, but not other clients' requests, which
+		// carry their env.
+		sub = []string{subj.Sessions(), subj.PoolEvents(), inbox}
+		subDeny = []string{subj.Requested(), subj.AnyRequested(), subj.PoolRequests()}
 	case RoleOps:
 		pub = slices.Concat([]string{"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"},
 			bucketRead(subj), streamRead(subj.EventStream()))
-		sub = []string{subj.Sessions(), subj.Heartbeats(), subj.Activity(), inbox}
+		sub = []string{subj.Sessions(), subj.PoolEvents(), subj.AnyRequested(), subj.PoolRequests(), subj.Heartbeats(), subj.Activity(), inbox}
 	case RoleAll:
 		perms := &server.Permissions{Publish: &server.SubjectPermission{}, Subscribe: &server.SubjectPermission{},
 			Response: responses()}
@@ -78,7 +86,8 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 			perms.Publish.Allow = append(perms.Publish.Allow, p.Publish.Allow...)
 			perms.Subscribe.Allow = append(perms.Subscribe.Allow, p.Subscribe.Allow...)
 		}
-		perms.Publish.Allow = uniq(perms.Publish.Allow)
+		// Its gateway answers its own session lists, in its own inbox.
+		perms.Publish.Allow = uniq(append(perms.Publish.Allow, inbox))
 		perms.Subscribe.Allow = uniq(append(perms.Subscribe.Allow, inbox))
 		return perms, nil
 	default:
@@ -101,6 +110,12 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 // forgets a reply subject as soon as it is answered.
 func responses() *server.ResponsePermission {
 	return &server.ResponsePermission{MaxMsgs: 1, Expires: 10 * time.Minute}
+}
+
+// anyPool is the spawn requests and pings of the nearest pool and of every
+// named pool.
+func anyPool(subj messages.Subjects) []string {
+	return []string{subj.AnyRequested(), subj.AnyPing(), subj.PoolRequests(), subj.PoolPings()}
 }
 
 // ensureAPI is what bus.Ensure calls: every component creates or updates

@@ -49,6 +49,9 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 	if err := c.ClusterConfig.apply(&server.Options{}); err != nil {
 		return nil, err
 	}
+	if err := c.LeafConfig.apply(&server.Options{}, c.Pool, c.ServerName); err != nil {
+		return nil, err
+	}
 	e := &Embedded{cfg: c, storeDir: ec.StoreDir, bucket: subj.SessionBucket()}
 	if c.ClusterConfig.Enabled() {
 		// A clustered server's files are one replica of several: a record

@@ -55,6 +55,16 @@ type Metrics struct {
 	proxyOut       prometheus.Counter
 	proxySockets   prometheus.Gauge
 	eventStreams   prometheus.Gauge
+	pool           *prometheus.GaugeVec
+}
+
+// SetPool records the pool this process serves in spawner_pool_info.
+func (m *Metrics) SetPool(pool string) {
+	if m == nil {
+		return
+	}
+	m.pool.Reset()
+	m.pool.WithLabelValues(pool).Set(1)
 }
 
 // New creates the collectors on a registry of their own, with the Go
@@ -123,6 +133,10 @@ func New() *Metrics {
 		Namespace: Namespace, Name: "event_streams_open",
 		Help: "Server-sent event streams (/events) open now.",
 	})
+	m.pool = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "pool_info",
+		Help: "Always 1, labelled with the pool this process serves (SPAWNER_POOL; empty is the default pool), to join onto the other series.",
+	}, []string{"pool"})
 	for _, o := range []string{"ready", "failed"} {
 		m.spawnDuration.WithLabelValues(o)
 	}
@@ -143,7 +157,7 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.sessions, m.spawnDuration, m.spawnFailures, m.spawnsInFlight, queue,
 		m.terminations, m.reaps, m.probeDuration, m.probeFailures,
-		m.proxyRequests, m.proxyBytes, m.proxySockets, m.eventStreams,
+		m.proxyRequests, m.proxyBytes, m.proxySockets, m.eventStreams, m.pool,
 	)
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, Timeout: 10 * time.Second})
 	return m
