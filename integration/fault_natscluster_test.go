@@ -22,6 +22,14 @@ const (
 	clusterFaultMinChurn      = 90 * time.Second
 	clusterFaultMaxChurn      = 150 * time.Second
 	clusterFaultMinAccepted   = 200
+	// clusterFaultLeaderLoss is how long after a NATS server's restart a
+	// gap may still come from its kill, and clusterFaultLeaderGap how long
+	// such a gap may be: a component's registry watch on a stream whose
+	// leader died is found stalled only by its missed idle heartbeats,
+	// after about 5s, and until then a prober does not know the sessions
+	// created meanwhile, which its peer leaves to it.
+	clusterFaultLeaderLoss = 10 * time.Second
+	clusterFaultLeaderGap  = 2*clusterFaultProbeInterval + 6*time.Second
 )
 
 // clusterFaultKills names processes, or "meta-leader" and "bucket-leader"
@@ -104,6 +112,9 @@ func TestFaultInjectionOnNATSCluster(t *testing.T) {
 
 	start := load.start
 	var timeline []string
+	// serverDown holds when each NATS server kill began and when its
+	// effects may last until.
+	var serverDown [][2]time.Time
 	for _, k := range clusterFaultKills {
 		time.Sleep(time.Until(start.Add(k.at)))
 		name, what := k.name, k.name
@@ -125,12 +136,16 @@ func TestFaultInjectionOnNATSCluster(t *testing.T) {
 			bucket, _ := c.StreamLeader(streams[0])
 			what = fmt.Sprintf("%s (%s; meta leader %s, bucket leader %s)", name, k.name, meta, bucket)
 		}
+		killedAt := time.Now()
 		if err := c.Kill(name); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(k.downtime)
 		if err := c.Start(name); err != nil {
 			t.Fatal(err)
+		}
+		if faultMode(name) == "nats" {
+			serverDown = append(serverDown, [2]time.Time{killedAt, time.Now().Add(clusterFaultLeaderLoss)})
 		}
 		line := fmt.Sprintf("%5.1fs: killed %s, restarted it after %s (%d sessions accepted so far)",
 			time.Since(start).Seconds(), what, k.downtime, len(load.accepted()))
@@ -227,7 +242,15 @@ func TestFaultInjectionOnNATSCluster(t *testing.T) {
 		if g.Gap <= 2*clusterFaultProbeInterval {
 			break
 		}
-		t.Errorf("session %s went unprobed for %.2fs, from %.1fs to %.1fs into the churn; want at most two intervals (%s)",
-			g.Session, g.Gap.Seconds(), g.From.Sub(start).Seconds(), g.To.Sub(start).Seconds(), 2*clusterFaultProbeInterval)
+		bound, when := 2*clusterFaultProbeInterval, "two intervals"
+		for _, w := range serverDown {
+			if g.To.After(w[0]) && g.From.Before(w[1]) {
+				bound, when = clusterFaultLeaderGap, "two intervals and a stalled registry watch, after a NATS server's kill"
+			}
+		}
+		if g.Gap > bound {
+			t.Errorf("session %s went unprobed for %.2fs, from %.1fs to %.1fs into the churn; want at most %s (%s)",
+				g.Session, g.Gap.Seconds(), g.From.Sub(start).Seconds(), g.To.Sub(start).Seconds(), bound, when)
+		}
 	}
 }
