@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,6 +131,55 @@ func faultAwaitNoApps(tag string, timeout time.Duration) map[int]string {
 	}
 }
 
+// faultAppWatch scans the run's app processes every interval and keeps,
+// per session, the last time one was seen running.
+type faultAppWatch struct {
+	mu       sync.Mutex
+	lastSeen map[string]time.Time
+	pids     map[string]int
+}
+
+// watchFaultApps scans until ctx ends.
+func watchFaultApps(ctx context.Context, tag string, every time.Duration) *faultAppWatch {
+	w := &faultAppWatch{lastSeen: map[string]time.Time{}, pids: map[string]int{}}
+	go func() {
+		for ctx.Err() == nil {
+			apps := faultApps(tag)
+			now := time.Now()
+			w.mu.Lock()
+			for pid, id := range apps {
+				w.lastSeen[id], w.pids[id] = now, pid
+			}
+			w.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(every):
+			}
+		}
+	}()
+	return w
+}
+
+// outlived lists the apps seen running more than slack after the event
+// that ended their session: a terminated or failed event is sent after
+// the instance has stopped.
+func (w *faultAppWatch) outlived(events *faultEvents, slack time.Duration) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for id, seen := range w.lastSeen {
+		if e, ok := events.ended(id); ok && seen.Sub(e.Time) > slack {
+			out = append(out, fmt.Sprintf("pid %d of session %s ran %.1fs after its %s (%s) event",
+				w.pids[id], id, seen.Sub(e.Time).Seconds(), e.Type, e.Reason))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// writeFaultReport logs the report and writes it to
+// artifacts/fault-report.json, or for a test other than
+// TestFaultInjection to a file named after it.
 func writeFaultReport(t *testing.T, r faultReport) {
 	t.Helper()
 	data, err := json.MarshalIndent(r, "", "  ")
@@ -136,10 +188,44 @@ func writeFaultReport(t *testing.T, r faultReport) {
 	}
 	t.Logf("fault report:\n%s", data)
 	path := filepath.Join("artifacts", "fault-report.json")
+	if t.Name() != "TestFaultInjection" {
+		path = filepath.Join("artifacts", "fault-report-"+t.Name()+".json")
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// faultApps maps the pid of every app process started under tag to its
+// session id, read from the environment the process backend gave it.
+func faultApps(tag string) map[int]string {
+	out := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue // gone, or a zombie whose environment is released
+		}
+		var id string
+		tagged := false
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "SPAWNER_SESSION_ID="); ok {
+				id = v
+			}
+			if kv == faultTagVar+"="+tag {
+				tagged = true
+			}
+		}
+		if tagged && id != "" {
+			out[pid] = id
+		}
+	}
+	return out
 }

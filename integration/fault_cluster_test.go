@@ -32,18 +32,43 @@ const faultTagVar = "FAULT_RUN_TAG"
 
 // faultCluster is Spawner as separate OS processes of the real binary, one per
 // component, each in its own process group so it can be killed with
-// SIGKILL and restarted on the same ports and data dir.
+// SIGKILL and restarted on the same ports and data dir. A process is named
+// by its mode ("nats", "gateway", "provisioner", "prober", "reaper", "all"),
+// or, for replicas, by its mode and a number ("gateway-2", "nats-1").
 type faultCluster struct {
 	env     []string
+	extra   []string
 	logDir  string
 	Tag     string
 	NATSURL string
-	BaseURL string
+	// BaseURL is the first gateway's; GatewayURLs has every gateway's.
+	BaseURL     string
+	GatewayURLs []string
+	// DataDir holds the role credentials the components connect with: the
+	// NATS server's, or on a cluster the first server's.
 	DataDir string
+	// servers are the servers of a NATS cluster (see faultLayout), by name.
+	servers map[string]faultServer
+	// gateways maps each gateway's name to its listen address.
+	gateways map[string]string
 
 	mu    sync.Mutex
 	procs map[string]*faultProc
 	kills map[string]int
+}
+
+// faultLayout is how many NATS servers and gateways a faultCluster has.
+// One server is "nats"; more are "nats-1", "nats-2", ..., one cluster with
+// streams and bucket replicated on three of them. One gateway is
+// "gateway"; more are "gateway-1", "gateway-2", ..., each on its own port.
+type faultLayout struct {
+	NATSServers int
+	Gateways    int
+}
+
+// faultServer is one server of a NATS cluster.
+type faultServer struct {
+	addr, route, dataDir string
 }
 
 // faultProc is one running Spawner process.
@@ -51,23 +76,31 @@ type faultProc struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
+	// logOffset is where this run's lines start in the name's log.
+	logOffset int64
 }
 
-// newFaultCluster prepares the shared settings: free ports, a data dir, short
-// timeouts, a fixed provisioner name so a restarted provisioner adopts its
-// records. extra settings override the defaults.
+// newFaultCluster prepares one NATS server and one gateway; see
+// newFaultClusterOf.
 func newFaultCluster(t *testing.T, extra ...string) *faultCluster {
 	t.Helper()
-	natsAddr := "127.0.0.1:" + strconv.Itoa(faultFreePort(t))
-	httpAddr := "127.0.0.1:" + strconv.Itoa(faultFreePort(t))
+	return newFaultClusterOf(t, faultLayout{NATSServers: 1, Gateways: 1}, extra...)
+}
+
+// newFaultClusterOf prepares the shared settings: free ports, data dirs,
+// short timeouts, a fixed provisioner name per replica so a restarted
+// provisioner adopts its records. extra settings override the defaults.
+func newFaultClusterOf(t *testing.T, layout faultLayout, extra ...string) *faultCluster {
+	t.Helper()
 	c := &faultCluster{
-		logDir:  filepath.Join("artifacts", "fault-logs", t.Name()),
-		Tag:     faultRandomHex(8),
-		NATSURL: "nats://" + natsAddr,
-		BaseURL: "http://" + httpAddr,
-		DataDir: t.TempDir(),
-		procs:   map[string]*faultProc{},
-		kills:   map[string]int{},
+		logDir:   filepath.Join("artifacts", "fault-logs", t.Name()),
+		Tag:      faultRandomHex(8),
+		DataDir:  t.TempDir(),
+		extra:    extra,
+		servers:  map[string]faultServer{},
+		gateways: map[string]string{},
+		procs:    map[string]*faultProc{},
+		kills:    map[string]int{},
 	}
 	if err := os.RemoveAll(c.logDir); err != nil {
 		t.Fatal(err)
@@ -85,9 +118,6 @@ func newFaultCluster(t *testing.T, extra ...string) *faultCluster {
 	c.env = append(c.env,
 		faultTagVar+"="+c.Tag,
 		"SPAWNER_DATA_DIR="+c.DataDir,
-		"SPAWNER_NATS_LISTEN="+natsAddr,
-		"SPAWNER_HTTP_ADDR="+httpAddr,
-		"SPAWNER_PUBLIC_URL="+c.BaseURL,
 		"SPAWNER_PROVISIONER_NAME=fault-provisioner",
 		"SPAWNER_IDLE_TIMEOUT=2s",
 		"SPAWNER_PROBE_INTERVAL=500ms",
@@ -95,22 +125,72 @@ func newFaultCluster(t *testing.T, extra ...string) *faultCluster {
 		"SPAWNER_SPAWN_TIMEOUT=10s",
 		"SPAWNER_LOG_LEVEL=info",
 	)
-	c.env = append(c.env, extra...)
+	if layout.NATSServers <= 1 {
+		addr := "127.0.0.1:" + strconv.Itoa(faultFreePort(t))
+		c.NATSURL = "nats://" + addr
+		c.env = append(c.env, "SPAWNER_NATS_LISTEN="+addr)
+	} else {
+		c.prepareNATSCluster(t, layout.NATSServers)
+	}
+	for i := range max(layout.Gateways, 1) {
+		name := "gateway"
+		if layout.Gateways > 1 {
+			name += "-" + strconv.Itoa(i+1)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(faultFreePort(t))
+		c.gateways[name] = addr
+		c.GatewayURLs = append(c.GatewayURLs, "http://"+addr)
+	}
+	c.BaseURL = c.GatewayURLs[0]
+	// The all-in-one serves on the first gateway's address.
+	c.env = append(c.env, "SPAWNER_HTTP_ADDR="+strings.TrimPrefix(c.BaseURL, "http://"), "SPAWNER_PUBLIC_URL="+c.BaseURL)
 	t.Cleanup(c.cleanup)
 	return c
 }
 
-// Start runs a component: "nats", "gateway", "provisioner", "prober",
-// "reaper", or "all" (the binary with no arguments), and waits until it
-// serves. It is safe to call from any goroutine.
+// faultMode is the mode a process name runs: the name without its
+// replica number.
+func faultMode(name string) string {
+	if mode, n, ok := strings.Cut(name, "-"); ok {
+		if _, err := strconv.Atoi(n); err == nil {
+			return mode
+		}
+	}
+	return name
+}
+
+// envOf is the environment of the named process: the shared settings,
+// then its own (a cluster server's addresses and data dir, a gateway's
+// port, a provisioner replica's name), then the test's.
+func (c *faultCluster) envOf(name string) []string {
+	env := c.env[:len(c.env):len(c.env)]
+	mode := faultMode(name)
+	switch {
+	case mode == "nats":
+		if s, ok := c.servers[name]; ok {
+			env = append(env, c.serverEnv(name, s)...)
+		}
+	case mode != "all":
+		env = append(env, "SPAWNER_NATS_URL="+c.NATSURL)
+	}
+	if addr, ok := c.gateways[name]; ok {
+		env = append(env, "SPAWNER_HTTP_ADDR="+addr, "SPAWNER_PUBLIC_URL=http://"+addr)
+	}
+	if mode == "provisioner" && name != mode {
+		env = append(env, "SPAWNER_PROVISIONER_NAME=fault-"+name)
+	}
+	return append(env, c.extra...)
+}
+
+// Start runs a process (see faultCluster for the names) and waits until
+// it serves. It is safe to call from any goroutine.
 func (c *faultCluster) Start(name string) error {
 	var args []string
-	env := c.env
-	if name != "all" {
-		args = []string{name}
-		if name != "nats" {
-			env = append(env[:len(env):len(env)], "SPAWNER_NATS_URL="+c.NATSURL)
-		}
+	if mode := faultMode(name); mode != "all" {
+		args = []string{mode}
+	}
+	if err := c.prepareServer(name); err != nil {
+		return err
 	}
 	logFile, err := os.OpenFile(filepath.Join(c.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -119,7 +199,7 @@ func (c *faultCluster) Start(name string) error {
 	offset, _ := logFile.Seek(0, 2)
 	fmt.Fprintf(logFile, "=== %s start\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(spawnerBin, args...)
-	cmd.Env = env
+	cmd.Env = c.envOf(name)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own group, so cleanup reaches whatever it started; Pdeathsig, so
 	// an aborted test binary leaves nothing behind.
@@ -128,7 +208,7 @@ func (c *faultCluster) Start(name string) error {
 		logFile.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	comp := &faultProc{name: name, cmd: cmd, done: make(chan struct{})}
+	comp := &faultProc{name: name, cmd: cmd, done: make(chan struct{}), logOffset: offset + 1}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -137,17 +217,19 @@ func (c *faultCluster) Start(name string) error {
 	c.mu.Lock()
 	c.procs[name] = comp
 	c.mu.Unlock()
-	if err := c.awaitServing(comp, offset+1); err != nil {
+	if err := c.awaitServing(comp); err != nil {
 		return fmt.Errorf("%s did not come up: %w (log: %s)", name, err, filepath.Join(c.logDir, name+".log"))
 	}
 	return nil
 }
 
-// awaitServing waits until the component does its job: NATS accepts
-// connections, the gateway is ready, a provisioner answers stop requests,
-// and the prober and reaper have logged that they started.
-func (c *faultCluster) awaitServing(comp *faultProc, logOffset int64) error {
+// awaitServing waits until the process does its job: NATS accepts
+// connections, the gateway is ready, a provisioner has subscribed and a
+// provisioner answers stop requests, and the prober and reaper have
+// logged that they started.
+func (c *faultCluster) awaitServing(comp *faultProc) error {
 	deadline := time.Now().Add(30 * time.Second)
+	mode := faultMode(comp.name)
 	for time.Now().Before(deadline) {
 		select {
 		case <-comp.done:
@@ -155,19 +237,25 @@ func (c *faultCluster) awaitServing(comp *faultProc, logOffset int64) error {
 		default:
 		}
 		var ok bool
-		switch comp.name {
+		switch mode {
 		case "nats":
-			conn, err := net.DialTimeout("tcp", strings.TrimPrefix(c.NATSURL, "nats://"), time.Second)
+			addr := strings.TrimPrefix(c.NATSURL, "nats://")
+			if s, clustered := c.servers[comp.name]; clustered {
+				addr = s.addr
+			}
+			conn, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
 				conn.Close()
 				ok = true
 			}
 		case "gateway", "all":
-			ok = c.ready()
+			ok = c.ready("http://" + c.gatewayAddr(comp.name))
 		case "provisioner":
-			ok = c.provisionerAnswers()
+			// The single provisioner is known to serve by its answer; a
+			// replica also by its log, as the other may be the one answering.
+			ok = (comp.name == mode || c.logged(comp, mode+" started")) && c.provisionerAnswers()
 		default:
-			ok = c.logged(comp.name, logOffset, comp.name+" started")
+			ok = c.logged(comp, mode+" started")
 		}
 		if ok {
 			return nil
@@ -177,9 +265,16 @@ func (c *faultCluster) awaitServing(comp *faultProc, logOffset int64) error {
 	return fmt.Errorf("not serving within 30s")
 }
 
-func (c *faultCluster) ready() bool {
+func (c *faultCluster) gatewayAddr(name string) string {
+	if addr, ok := c.gateways[name]; ok {
+		return addr
+	}
+	return strings.TrimPrefix(c.BaseURL, "http://")
+}
+
+func (c *faultCluster) ready(base string) bool {
 	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get(c.BaseURL + "/readyz")
+	resp, err := client.Get(base + "/readyz")
 	if err != nil {
 		return false
 	}
@@ -216,12 +311,18 @@ func (c *faultCluster) NATSOptions(role string) []nats.Option {
 	return opts
 }
 
-func (c *faultCluster) logged(name string, offset int64, marker string) bool {
-	data, err := os.ReadFile(filepath.Join(c.logDir, name+".log"))
-	if err != nil || int64(len(data)) < offset {
-		return false
+// logged reports whether the process's current run has logged marker.
+func (c *faultCluster) logged(comp *faultProc, marker string) bool {
+	return bytes.Contains(c.logOf(comp), []byte(marker))
+}
+
+// logOf returns what the process's current run has logged.
+func (c *faultCluster) logOf(comp *faultProc) []byte {
+	data, err := os.ReadFile(filepath.Join(c.logDir, comp.name+".log"))
+	if err != nil || int64(len(data)) < comp.logOffset {
+		return nil
 	}
-	return bytes.Contains(data[offset:], []byte(marker))
+	return data[comp.logOffset:]
 }
 
 // Kill sends SIGKILL to the component's process alone, as a crash or the
@@ -294,37 +395,6 @@ func (c *faultCluster) cleanup() {
 	for pid := range faultApps(c.Tag) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-}
-
-// faultApps maps the pid of every app process started under tag to its
-// session id, read from the environment the process backend gave it.
-func faultApps(tag string) map[int]string {
-	out := map[int]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue // gone, or a zombie whose environment is released
-		}
-		var id string
-		tagged := false
-		for _, kv := range strings.Split(string(env), "\x00") {
-			if v, ok := strings.CutPrefix(kv, "SPAWNER_SESSION_ID="); ok {
-				id = v
-			}
-			if kv == faultTagVar+"="+tag {
-				tagged = true
-			}
-		}
-		if tagged && id != "" {
-			out[pid] = id
-		}
-	}
-	return out
 }
 
 func faultFreePort(t *testing.T) int {

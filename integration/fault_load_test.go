@@ -43,13 +43,15 @@ type faultSession struct {
 // faultChurn is the load: workers that spawn, use and end sessions, counting
 // every answer they get.
 type faultChurn struct {
-	base string
-	nc   *nats.Conn
-	subj messages.Subjects
-	init *http.Client
-	del  *http.Client
-	get  *http.Client
-	seq  atomic.Int64
+	// bases are the gateways; each cycle spawns through one and deletes
+	// through the next.
+	bases []string
+	nc    *nats.Conn
+	subj  messages.Subjects
+	init  *http.Client
+	del   *http.Client
+	get   *http.Client
+	seq   atomic.Int64
 
 	mu             sync.Mutex
 	sessions       map[string]faultSession
@@ -67,11 +69,11 @@ type faultChurn struct {
 	start          time.Time
 }
 
-func newFaultChurn(base string, nc *nats.Conn) *faultChurn {
+func newFaultChurn(bases []string, nc *nats.Conn) *faultChurn {
 	transport := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second}
 	subj, _ := messages.NewSubjects(messages.DefaultPrefix)
 	return &faultChurn{
-		base: base, nc: nc, subj: subj,
+		bases: bases, nc: nc, subj: subj,
 		init:       &http.Client{Timeout: faultInitTimeout, Transport: transport},
 		del:        &http.Client{Timeout: faultDeleteTimeout, Transport: transport},
 		get:        &http.Client{Timeout: faultGetTimeout, Transport: transport},
@@ -99,20 +101,21 @@ func (c *faultChurn) timed(label string, began time.Time, outcome string) {
 func (c *faultChurn) run(ctx context.Context, pause time.Duration) {
 	for ctx.Err() == nil {
 		n := c.seq.Add(1)
+		base, other := c.bases[int(n)%len(c.bases)], c.bases[int(n+1)%len(c.bases)]
 		var s faultSession
 		var ok bool
 		switch n % 5 {
 		case 0, 3:
-			s, ok = c.spawnHTTP(fmt.Sprintf(`{"key":"doc-%d"}`, n%7), "http-key")
+			s, ok = c.spawnHTTP(base, fmt.Sprintf(`{"key":"doc-%d"}`, n%7), "http-key")
 		case 1:
 			s, ok = c.spawnNATS(n)
 		default:
-			s, ok = c.spawnHTTP(`{"labels":{"suite":"fault"}}`, "http")
+			s, ok = c.spawnHTTP(base, `{"labels":{"suite":"fault"}}`, "http")
 		}
 		if ok {
 			c.use(s)
 			if n%2 == 0 {
-				c.delete(s)
+				c.delete(other, s)
 			}
 		}
 		select {
@@ -122,8 +125,8 @@ func (c *faultChurn) run(ctx context.Context, pause time.Duration) {
 	}
 }
 
-func (c *faultChurn) spawnHTTP(body, via string) (faultSession, bool) {
-	req, _ := http.NewRequest(http.MethodPost, c.base+"/init", strings.NewReader(body))
+func (c *faultChurn) spawnHTTP(base, body, via string) (faultSession, bool) {
+	req, _ := http.NewRequest(http.MethodPost, base+"/init", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	code, data := c.do(c.init, "POST /init", req)
 	if code != http.StatusCreated && code != http.StatusOK {
@@ -230,8 +233,8 @@ func (c *faultChurn) webSocket(s faultSession) error {
 	}
 }
 
-func (c *faultChurn) delete(s faultSession) {
-	req, _ := http.NewRequest(http.MethodDelete, c.base+"/sessions/"+s.ID, nil)
+func (c *faultChurn) delete(base string, s faultSession) {
+	req, _ := http.NewRequest(http.MethodDelete, base+"/sessions/"+s.ID, nil)
 	c.do(c.del, "DELETE /sessions", req)
 }
 

@@ -130,6 +130,21 @@ func (l *faultEvents) ended(id string) (messages.Event, bool) {
 	return messages.Event{}, false
 }
 
+// readyTimes returns when each session that became ready did so.
+func (l *faultEvents) readyTimes() map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]time.Time{}
+	for id, evs := range l.byID {
+		for _, e := range evs {
+			if e.Type == messages.EventReady {
+				out[id] = e.Time
+			}
+		}
+	}
+	return out
+}
+
 // dump writes every event, oldest first, one JSON object a line, so that a
 // failed run can be read after the fact.
 func (l *faultEvents) dump(path string) error {
@@ -178,13 +193,24 @@ type faultReport struct {
 	WebSocketTimeouts int            `json:"websocket_timeouts"`
 	// SlowestSeconds is the longest answer of each kind of operation, and
 	// SlowOperations lists every one over 5s, at its time into the churn.
-	SlowestSeconds  map[string]float64 `json:"slowest_seconds"`
-	SlowOperations  []string           `json:"slow_operations"`
-	EndedBy         map[string]int     `json:"ended_by"`
-	LiveAtEnd       int                `json:"live_at_end"`
-	EventsLive      int                `json:"events_live"`
-	EventsReplayed  int                `json:"events_replayed_only"`
-	SessionsLost    int                `json:"sessions_lost"`
-	LeakedProcesses int                `json:"leaked_processes"`
-	AppsAfterStop   int                `json:"app_processes_after_stop"`
+	SlowestSeconds map[string]float64 `json:"slowest_seconds"`
+	SlowOperations []string           `json:"slow_operations"`
+	EndedBy        map[string]int     `json:"ended_by"`
+	LiveAtEnd      int                `json:"live_at_end"`
+	EventsLive     int                `json:"events_live"`
+	EventsReplayed int                `json:"events_replayed_only"`
+	// The probe figures, on the cluster run: how many sessions were
+	// probed, their longest gaps between two heartbeats, and how long
+	// after its ready event each was first probed.
+	ProbeIntervalSeconds float64            `json:"probe_interval_seconds,omitempty"`
+	SessionsProbed       int                `json:"sessions_probed,omitempty"`
+	HeartbeatsHeard      int                `json:"heartbeats_heard,omitempty"`
+	LongestProbeGaps     []string           `json:"longest_probe_gaps,omitempty"`
+	FirstProbeSeconds    map[string]float64 `json:"first_probe_seconds,omitempty"`
+	// AppsOutlived lists apps seen running a second or more after their
+	// session's end event.
+	AppsOutlived    []string `json:"apps_outlived_session,omitempty"`
+	SessionsLost    int      `json:"sessions_lost"`
+	LeakedProcesses int      `json:"leaked_processes"`
+	AppsAfterStop   int      `json:"app_processes_after_stop"`
 }

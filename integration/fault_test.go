@@ -67,7 +67,7 @@ func TestFaultInjection(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(loadNC.Close)
-	load := newFaultChurn(c.BaseURL, loadNC)
+	load := newFaultChurn(c.GatewayURLs, loadNC)
 
 	ctx, stopLoad := context.WithCancel(context.Background())
 	var workers sync.WaitGroup

@@ -133,6 +133,27 @@ func (s Subjects) SessionLists() string { return s.prefix + ".control.sessions" 
 // provisioner runs would wait for its timeout instead of failing at once.
 func (s Subjects) Stop() string { return s.base() + ".control.stop" }
 
+// OwnerStop is the stop subject of one provisioner, by its name: a
+// provisioner that is asked on Stop to end a session only another one can
+// reach (a process-backend app is its provisioner's child) hands the
+// request on to the owner here. Characters a subject token cannot hold
+// become '_'.
+func (s Subjects) OwnerStop(owner string) string {
+	token := []byte(owner)
+	for i, c := range token {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			token[i] = '_'
+		}
+	}
+	if len(token) == 0 {
+		token = []byte("_")
+	}
+	return s.prefix + ".control.stop.owner." + string(token)
+}
+
+// OwnerStops matches every provisioner's OwnerStop subject.
+func (s Subjects) OwnerStops() string { return s.prefix + ".control.stop.owner.*" }
+
 // Ping is the request-reply subject every provisioner answers at once. The
 // gateway asks it before a spawn, because an operator subscribed to
 // "<prefix>.session.>" hides the absence of provisioners from a request

@@ -54,6 +54,10 @@ func TestSubjectNames(t *testing.T) {
 		s.SessionBucket():                 "spawner_sessions",
 		s.ReaperConsumer():                "reaper",
 		s.Event(messages.EventRequested):  "spawner.session.requested",
+		s.OwnerStop("node-1"):             "spawner.control.stop.owner.node-1",
+		s.OwnerStop("a.b *>"):             "spawner.control.stop.owner.a_b___",
+		s.OwnerStop(""):                   "spawner.control.stop.owner._",
+		s.OwnerStops():                    "spawner.control.stop.owner.*",
 	} {
 		if got != want {
 			t.Errorf("got %q, want %q", got, want)

@@ -180,10 +180,19 @@ func (p *Provisioner) Run(ctx context.Context) error {
 		_ = spawnSub.Unsubscribe()
 		return fmt.Errorf("subscribe %s: %w", p.subj.Stop(), err)
 	}
+	// Stops handed on by another provisioner, for sessions only this one
+	// can end; on the same workers as the others.
+	ownerSub, err := p.nc.ChanSubscribe(p.subj.OwnerStop(p.cfg.Name), stops)
+	if err != nil {
+		_ = spawnSub.Unsubscribe()
+		_ = stopSub.Unsubscribe()
+		return fmt.Errorf("subscribe %s: %w", p.subj.OwnerStop(p.cfg.Name), err)
+	}
 	pingSub, err := p.nc.QueueSubscribe(p.subj.Ping(), "provisioner", func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
 	if err != nil {
 		_ = spawnSub.Unsubscribe()
 		_ = stopSub.Unsubscribe()
+		_ = ownerSub.Unsubscribe()
 		return fmt.Errorf("subscribe %s: %w", p.subj.Ping(), err)
 	}
 	poolSubs, err := p.subscribePools(spawns)
@@ -239,8 +248,10 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	// workers finish the requests they already accepted.
 	_ = spawnSub.Drain()
 	_ = stopSub.Drain()
+	_ = ownerSub.Drain()
 	waitDrained(spawnSub)
 	waitDrained(stopSub)
+	waitDrained(ownerSub)
 	close(spawns)
 	close(stops)
 	wg.Wait()

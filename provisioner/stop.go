@@ -22,6 +22,11 @@ func (p *Provisioner) handleStop(ctx context.Context, msg *nats.Msg) {
 	if req.Reason == "" {
 		req.Reason = messages.ReasonDeleted
 	}
+	// A request on this provisioner's own subject was handed on to it and
+	// is never handed on again.
+	if msg.Subject == p.subj.Stop() && p.forwardStop(ctx, msg, req.SessionID) {
+		return
+	}
 	found, err := p.Stop(ctx, req.SessionID, req.Reason, req.Detail)
 	if err != nil {
 		p.log.Error("stop session", "session_id", req.SessionID, "err", err)
@@ -29,6 +34,48 @@ func (p *Provisioner) handleStop(ctx context.Context, msg *nats.Msg) {
 		return
 	}
 	reply(msg, messages.StopReply{Found: found})
+}
+
+// ownerStopTimeout bounds a stop handed on to the owner: its SIGTERM grace
+// and the registry writes, with room to spare.
+const ownerStopTimeout = 20 * time.Second
+
+// forwardStop hands a stop request on to the provisioner that owns the
+// session, when only that one can end it: a process-backend app is the
+// child of the provisioner that started it, and any other provisioner
+// that ended the session would delete its record and report it
+// terminated while the app ran on until its owner's next reconcile. It
+// relays the owner's answer and reports true, or reports false when this
+// provisioner is to stop the session itself: the session is its own, or
+// not a process-backend one, or no owner answers (it is gone, and its
+// apps died with it).
+func (p *Provisioner) forwardStop(ctx context.Context, msg *nats.Msg, id string) bool {
+	entry, err := p.reg.Get(ctx, id)
+	if err != nil {
+		return false
+	}
+	s := entry.Session
+	if s.Backend != "process" || s.Owner == "" || s.Owner == p.cfg.Name {
+		return false
+	}
+	fctx, cancel := context.WithTimeout(ctx, ownerStopTimeout)
+	defer cancel()
+	rep, err := p.nc.RequestWithContext(fctx, p.subj.OwnerStop(s.Owner), msg.Data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		p.log.Warn("stop: the owner of the session does not answer; stopping it here",
+			"session_id", id, "owner", s.Owner)
+		return false
+	case err != nil:
+		p.log.Error("stop: hand on to the owner", "session_id", id, "owner", s.Owner, "err", err)
+		reply(msg, messages.StopReply{Found: true, Error: messages.Errorf(messages.CodeUnavailable,
+			"the session's provisioner %s did not answer: %v", s.Owner, err)})
+		return true
+	}
+	if msg.Reply != "" {
+		_ = msg.Respond(rep.Data)
+	}
+	return true
 }
 
 // Stop ends a session: it marks the record stopping, stops the instance,
@@ -111,18 +158,24 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	if err := p.backend.Stop(ctx, s.ID); err != nil {
 		return fmt.Errorf("stop instance of %s: %w", s.ID, err)
 	}
-	if err := p.deleteRecord(ctx, s.ID, rev); err != nil {
-		return err
-	}
+	// The key is released before the record goes, and the event sent
+	// right after: once the record is gone no reconcile finds the session
+	// again, so a crash between the delete and the event would end it
+	// without one. The cluster fault suite lost a session that way while
+	// the key's release, a registry round trip, sat in between. A crash
+	// after the key's release leaves the stopping record to reconcile.
 	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
 		p.log.Error("release key", "session_id", s.ID, "err", err)
 	}
-	p.release(ctx, s.ID)
-	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
-	p.cfg.Metrics.SessionTerminated(p.appOf(s), reason)
+	if err := p.deleteRecord(ctx, s.ID, rev); err != nil {
+		return err
+	}
 	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, App: s.App, Key: s.Key, RequestID: s.RequestID,
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
+	p.release(ctx, s.ID)
+	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
+	p.cfg.Metrics.SessionTerminated(p.appOf(s), reason)
 	return nil
 }
 

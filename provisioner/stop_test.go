@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 )
@@ -109,4 +112,50 @@ func TestExitEndsSession(t *testing.T) {
 		t.Errorf("terminated event = %+v", e.Event)
 	}
 	h.assertGone(t, id)
+}
+
+// TestStopGoesToTheOwner runs two provisioners of a local backend (the
+// process backend's name, on the in-memory one), where each sees only the
+// instances it started. Every stop, whichever of the two the queue group
+// hands it to, ends the instance on its owner, once.
+func TestStopGoesToTheOwner(t *testing.T) {
+	cfg := testConfig()
+	cfg.Backend, cfg.Name = "process", "prov-a"
+	h := newHarness(t, cfg)
+	h.run(t)
+	cfgB := cfg
+	cfgB.Name = "prov-b"
+	ncB, err := nats.Connect(h.env.Server.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ncB.Close)
+	backendB := newMemBackend()
+	provB, err := provisioner.New(cfgB, ncB, h.reg, backendB, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	testrun.Background(t, patience, provB.Run)
+	<-provB.Ready()
+
+	backends := map[string]*memBackend{"prov-a": h.backend, "prov-b": backendB}
+	owners := map[string]string{}
+	for len(owners) < 12 {
+		rep := h.spawn(t, messages.SpawnRequest{})
+		ready := h.events.wait(t, "ready", is(messages.EventReady, rep.SessionID))
+		owners[rep.SessionID] = ready.Owner
+	}
+	for id, owner := range owners {
+		if got := h.stop(t, id, messages.ReasonDeleted); !got.Found || got.Error != nil {
+			t.Fatalf("stop %s = %+v", id, got)
+		}
+		h.events.wait(t, "terminated", is(messages.EventTerminated, id))
+		if backends[owner].has(id) || backends[owner].stopsOf(id) != 1 {
+			t.Errorf("session %s of %s: still running %v, stopped %d times by its owner",
+				id, owner, backends[owner].has(id), backends[owner].stopsOf(id))
+		}
+	}
+	if n := len(owners); h.backend.starts() == n || backendB.starts() == n {
+		t.Fatalf("one provisioner started all %d sessions; the test needs both", n)
+	}
 }

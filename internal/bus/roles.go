@@ -55,8 +55,9 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 			ensureAPI(subj), bucketRead(subj), bucketWrite(subj), streamRead(subj.EventStream()))
 		sub = []string{subj.Heartbeats(), subj.SessionLists(), inbox}
 	case RoleProvisioner:
-		pub = slices.Concat(subj.EventSubjects(), ensureAPI(subj), bucketRead(subj), bucketWrite(subj))
-		sub = []string{subj.Requested(), subj.Stop(), subj.Ping(), subj.AnyRequested(), subj.AnyPing(), subj.Pools(), inbox}
+		// A stop for a session another provisioner owns goes on to it.
+		pub = slices.Concat(subj.EventSubjects(), []string{subj.OwnerStops()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj))
+		sub = []string{subj.Requested(), subj.Stop(), subj.OwnerStops(), subj.Ping(), subj.AnyRequested(), subj.AnyPing(), subj.Pools(), inbox}
 		resp = true // The replies to spawn, stop and ping requests.
 	case RoleProber:
 		pub = slices.Concat([]string{subj.Heartbeats()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj),
