@@ -61,15 +61,28 @@ type Config struct {
 	// second, on average) must also be kept. Negative turns each off.
 	ProxyBodyIdle    time.Duration `envconfig:"PROXY_BODY_IDLE" default:"30s" desc:"a request body to an app that sends nothing for this long is cut; negative turns it off"`
 	ProxyBodyMinRate int64         `envconfig:"PROXY_BODY_MIN_RATE" default:"1024" desc:"bytes per second a request body to an app must average once SPAWNER_PROXY_BODY_IDLE has passed; negative turns it off"`
+	// AuthConfig holds the API token rules; it is embedded so its
+	// variables keep their short names.
+	AuthConfig
+}
+
+// Deps are what a gateway works with besides its settings.
+type Deps struct {
+	// NATS carries the spawn and stop requests, events and the registry watch.
+	NATS *nats.Conn
+	// Registry is where the gateway finds sessions.
+	Registry *registry.Registry
+	// Log receives the gateway's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 	// Catalog is the apps /init may pick and GET /apps lists (SPAWNER_APPS);
 	// nil is the single default app.
-	Catalog *catalog.Catalog `ignored:"true"`
-	// AuthConfig holds the API and session token rules; it is embedded so
-	// its variables keep their short names.
-	AuthConfig
+	Catalog *catalog.Catalog
+	// SessionTokens, when set, makes the proxy require each session's own
+	// access token, as returned by /init.
+	SessionTokens SessionVerifier
 }
 
 // Gateway serves the API and the proxy.
@@ -78,6 +91,8 @@ type Gateway struct {
 	nc     *nats.Conn
 	reg    *registry.Registry
 	log    *slog.Logger
+	mx     *metrics.Metrics
+	tokens SessionVerifier
 	subj   messages.Subjects
 	cache  *registry.Cache
 	list   *sessionList
@@ -100,17 +115,22 @@ type Gateway struct {
 	knownRoutes
 }
 
-// New builds a gateway; Run serves it.
-func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*Gateway, error) {
+// New builds a gateway from its settings and its dependencies; Serve
+// serves it.
+func New(cfg Config, deps Deps) (*Gateway, error) {
 	subj, err := messages.NewSubjects(cfg.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.UpstreamIdle <= 0 {
-		cfg.UpstreamIdle = time.Second
+	// The defaults live in the tags (settings.Defaults gives them to code
+	// that builds a Config by hand); a zero here is a mistake to report.
+	if cfg.UpstreamIdle <= 0 || cfg.EventsKeepalive <= 0 {
+		return nil, fmt.Errorf("SPAWNER_PROXY_UPSTREAM_IDLE (%s) and SPAWNER_EVENTS_KEEPALIVE (%s) must be positive",
+			cfg.UpstreamIdle, cfg.EventsKeepalive)
 	}
-	if cfg.EventsKeepalive <= 0 {
-		cfg.EventsKeepalive = 15 * time.Second
+	if cfg.APIBodyTimeout == 0 || cfg.ProxyBodyIdle == 0 || cfg.ProxyBodyMinRate == 0 {
+		return nil, fmt.Errorf("SPAWNER_API_BODY_TIMEOUT (%s), SPAWNER_PROXY_BODY_IDLE (%s) and SPAWNER_PROXY_BODY_MIN_RATE (%d) "+
+			"must not be 0; a negative value turns each off", cfg.APIBodyTimeout, cfg.ProxyBodyIdle, cfg.ProxyBodyMinRate)
 	}
 	routing, err := messages.ParseRouting(cfg.Routing)
 	if err != nil {
@@ -122,25 +142,21 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 	if cfg.ProbeInterval < 0 {
 		return nil, fmt.Errorf("probe interval must not be negative, got %s", cfg.ProbeInterval)
 	}
-	if cfg.APIBodyTimeout == 0 {
-		cfg.APIBodyTimeout = 10 * time.Second
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ProxyBodyIdle == 0 {
-		cfg.ProxyBodyIdle = 30 * time.Second
-	}
-	if cfg.ProxyBodyMinRate == 0 {
-		cfg.ProxyBodyMinRate = 1024
-	}
-	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
+	g := &Gateway{cfg: cfg, nc: deps.NATS, reg: deps.Registry, subj: subj, log: log.With("component", "gateway"),
+		mx: deps.Metrics, tokens: deps.SessionTokens,
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
 		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{})}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
-	cat := cfg.Catalog
+	cat := deps.Catalog
 	if cat == nil {
 		cat = catalog.Single(0)
 	}
 	g.SetCatalog(cat)
-	g.cache = registry.NewCache(reg, nc, g.log)
+	g.cache = registry.NewCache(g.reg, g.nc, g.log)
 	g.cache.OnChange(g.applyChange)
 	return g, nil
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"log/slog"
 	"net/http/httptest"
 	"sort"
 	"testing"
@@ -16,7 +15,7 @@ import (
 // encoding SessionViews writes, byte for byte, through every kind of
 // heartbeat and through changes, replacements and deletions.
 func TestSessionListMatchesTheViews(t *testing.T) {
-	g, err := New(Config{Prefix: "spawner", SpawnTimeout: time.Second}, nil, registry.New(nil), slog.New(slog.DiscardHandler))
+	g, err := New(testConfig(time.Second), Deps{Registry: registry.New(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func start(t testing.TB, cfg app.Config) *harness {
 	h.BaseURL = "http://" + m.HTTPAddr()
 	// A client, as another service would connect: it may spawn and read
 	// events, nothing more.
-	nc, err := bus.Connect(m.NATSConfig(bus.RoleClient), "test", nil, log)
+	nc, err := bus.Connect(m.NATSConfig(bus.RoleClient), bus.RoleClient, "test", nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,8 +26,20 @@ type Config struct {
 	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256" desc:"probes in flight at once"`
 	// Replicas is the membership bucket's, as for every stream and bucket.
 	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
+}
+
+// Deps are what a prober works with besides its settings.
+type Deps struct {
+	// NATS carries heartbeats, activity reports and the registry watch.
+	NATS *nats.Conn
+	// Registry is where the prober finds its targets.
+	Registry *registry.Registry
+	// Now is the prober's clock; nil is time.Now.
+	Now func() time.Time
+	// Log receives the prober's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics records probe latency and failures; nil records nothing.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 }
 
 // Prober keeps its targets from a registry cache and probes them.
@@ -38,6 +50,7 @@ type Prober struct {
 	cache *registry.Cache
 	log   *slog.Logger
 	now   func() time.Time
+	mx    *metrics.Metrics
 	subj  messages.Subjects
 
 	mu      sync.Mutex
@@ -90,8 +103,8 @@ func (p *Prober) slotOf(id string) int {
 	return int(h.Sum32() % uint32(p.slots()))
 }
 
-// New builds a prober; now is its clock.
-func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time, log *slog.Logger) (*Prober, error) {
+// New builds a prober from its settings and its dependencies.
+func New(cfg Config, deps Deps) (*Prober, error) {
 	subj, err := messages.NewSubjects(cfg.Prefix)
 	if err != nil {
 		return nil, err
@@ -100,12 +113,19 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time
 	if cfg.Interval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
 		return nil, fmt.Errorf("probe interval, timeout and concurrency must be positive")
 	}
+	now, log := deps.Now, deps.Log
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p := &Prober{
-		cfg: cfg, nc: nc, now: now, subj: subj, log: log.With("component", "prober"),
+		cfg: cfg, nc: deps.NATS, now: now, mx: deps.Metrics, subj: subj, log: log.With("component", "prober"),
 		targets: map[string]*target{}, activity: newActivityBook(cfg.Interval), started: now(),
 	}
 	p.members = newMembership(cfg.Interval, now, p.log)
-	p.cache = registry.NewCache(reg, nc, p.log)
+	p.cache = registry.NewCache(deps.Registry, deps.NATS, p.log)
 	p.cache.OnChange(p.applyChange)
 	return p, nil
 }
@@ -246,7 +266,7 @@ func (p *Prober) probe(ctx context.Context, id string, tg target) {
 	took := p.now().Sub(start)
 	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: took.Seconds()}
 	if ctx.Err() == nil && tg.client != nil {
-		p.cfg.Metrics.Probed(took, err != nil)
+		p.mx.Probed(took, err != nil)
 	}
 	p.mu.Lock()
 	t := p.targets[id]

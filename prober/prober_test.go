@@ -46,7 +46,7 @@ func (h *harness) run(t *testing.T) {
 	t.Helper()
 	log := testLogger(t)
 	p, err := prober.New(prober.Config{Prefix: messages.DefaultPrefix, Interval: 30 * time.Millisecond, Timeout: 2 * time.Second, Concurrency: 8},
-		h.env.Conn, h.reg, time.Now, log)
+		prober.Deps{NATS: h.env.Conn, Registry: h.reg, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{Prefix: "ok", Interval: time.Second, Timeout: -1, Concurrency: 1},
 		{Prefix: "ok", Interval: time.Second, Timeout: time.Second, Concurrency: 0},
 	} {
-		if _, err := prober.New(cfg, nil, nil, time.Now, log); err == nil {
+		if _, err := prober.New(cfg, prober.Deps{Log: log}); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
 	}

@@ -47,12 +47,12 @@ type shardProber struct {
 
 func startShard(t *testing.T, env *bustest.Env, reg *registry.Registry, interval time.Duration) *shardProber {
 	t.Helper()
-	nc, err := bus.Connect(env.Config, "prober", nil, slog.New(slog.DiscardHandler))
+	nc, err := bus.Connect(env.Config, "", "prober", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := New(Config{Prefix: messages.DefaultPrefix, Interval: interval, Timeout: time.Second, Concurrency: 64},
-		nc, reg, time.Now, slog.New(slog.DiscardHandler))
+		Deps{NATS: nc, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,16 +50,35 @@ type Config struct {
 	Reconcile time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s" desc:"how often the registry is compared with the backend"`
 	// WarmPool is how many ready, unclaimed sessions to keep at hand.
 	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0" desc:"ready, unclaimed sessions kept at hand"`
-	// StopOnShutdown stops this provisioner's sessions when it exits. It
-	// is right for the process backend, whose sessions cannot outlive it.
+	// StopOnShutdown stops this provisioner's sessions when it exits. It is
+	// always on for a local backend (Traits.Local), such as the process
+	// backend, whose sessions cannot outlive it.
 	StopOnShutdown bool `envconfig:"STOP_ON_SHUTDOWN" desc:"stop this provisioner's sessions when it exits (always on for the process backend)"`
+}
+
+// Deps are what a provisioner works with besides its settings.
+type Deps struct {
+	// NATS carries the spawn and stop requests and the events.
+	NATS *nats.Conn
+	// Registry is the session registry the provisioner keeps true.
+	Registry *registry.Registry
+	// Backend starts and stops the instances.
+	Backend Backend
+	// Now is the provisioner's clock; nil is time.Now.
+	Now func() time.Time
+	// Log receives the provisioner's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics records spawns, failures and terminations; nil records nothing.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 	// Tokens, when set, gives every reply the session's access token.
-	Tokens TokenSigner `ignored:"true"`
+	Tokens TokenSigner
 	// Catalog is the apps requests may pick (SPAWNER_APPS); nil is the one
-	// app the settings above define.
-	Catalog *catalog.Catalog `ignored:"true"`
+	// app the settings define.
+	Catalog *catalog.Catalog
+	// GatewayURL is where browsers reach the gateway, the base of session
+	// URLs when cfg.PublicURL is empty. It is known only once the gateway
+	// listens, so no setting's default can hold it.
+	GatewayURL string
 }
 
 // TokenSigner derives a session's access token from its id.
@@ -75,8 +95,14 @@ type Provisioner struct {
 	log     *slog.Logger
 	subj    messages.Subjects
 	now     func() time.Time
-	routing messages.Routing
-	env     messages.EnvPolicy
+	mx      *metrics.Metrics
+	tokens  TokenSigner
+	// name is cfg.Name, or the host name when that is empty.
+	name string
+	// publicURL is cfg.PublicURL, or deps.GatewayURL when that is empty.
+	publicURL string
+	routing   messages.Routing
+	env       messages.EnvPolicy
 	// apps is the catalog in force; SetCatalog swaps it.
 	apps atomic.Pointer[appSet]
 
@@ -95,15 +121,17 @@ type Provisioner struct {
 	work *workQueue
 }
 
-// New builds a provisioner; Run starts it.
-func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log *slog.Logger) (*Provisioner, error) {
+// New builds a provisioner from its settings and its dependencies; Run
+// starts it.
+func New(cfg Config, deps Deps) (*Provisioner, error) {
 	subj, err := messages.NewSubjects(cfg.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Name == "" {
-		host, _ := os.Hostname()
-		cfg.Name = host
+	name := cfg.Name
+	if name == "" {
+		// The host name is known only at run time, so no tag can hold it.
+		name, _ = os.Hostname()
 	}
 	// The defaults live in the tags; zero here is a mistake to report.
 	if cfg.Concurrency < 1 {
@@ -126,18 +154,25 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, err
 	}
-	set, err := checkCatalog(cfg, cfg.Catalog, routing)
+	set, err := checkCatalog(cfg, deps.Catalog, routing)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Metrics.KnowApps(set.cat.Names())
+	deps.Metrics.KnowApps(set.cat.Names())
+	now, log := deps.Now, deps.Log
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	log = log.With("component", "provisioner")
 	p := &Provisioner{
 		routing: routing, env: env, work: newWorkQueue(log),
 		pool: map[string][]string{}, poolFilling: map[string]int{},
-		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
-		log: log, now: time.Now,
-		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
+		cfg: cfg, nc: deps.NATS, reg: deps.Registry, backend: deps.Backend, subj: subj,
+		log: log, now: now, mx: deps.Metrics, tokens: deps.Tokens, name: name, publicURL: cmp.Or(cfg.PublicURL, deps.GatewayURL),
+		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: now(), ready: make(chan struct{}),
 	}
 	p.apps.Store(set)
 	return p, nil
@@ -156,8 +191,8 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	go func() { backendDone <- p.backend.Run(backendCtx, exits) }()
 
 	spawns := make(chan *nats.Msg, p.cfg.Concurrency*4)
-	p.cfg.Metrics.TrackSpawnQueue(func() int { return len(spawns) })
-	defer p.cfg.Metrics.TrackSpawnQueue(nil)
+	p.mx.TrackSpawnQueue(func() int { return len(spawns) })
+	defer p.mx.TrackSpawnQueue(nil)
 	spawnSub, err := p.nc.ChanQueueSubscribe(p.subj.Requested(), "provisioner", spawns)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", p.subj.Requested(), err)
@@ -209,7 +244,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { p.reconcileLoop(ctx) })
 	wg.Go(func() { p.fillPool(ctx) })
-	p.log.Info("provisioner started", "name", p.cfg.Name, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
+	p.log.Info("provisioner started", "name", p.name, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
 
 	<-ctx.Done()
 	_ = pingSub.Unsubscribe()
@@ -223,7 +258,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	close(stops)
 	wg.Wait()
 	p.work.close()
-	if p.cfg.StopOnShutdown {
+	if p.cfg.StopOnShutdown || p.backend.Traits().Local {
 		p.stopOwned(work)
 	}
 	stopBackend()
@@ -250,7 +285,7 @@ func (p *Provisioner) stopOwned(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for _, e := range entries {
-		if e.Session.Owner != p.cfg.Name {
+		if e.Session.Owner != p.name {
 			continue
 		}
 		wg.Go(func() {
@@ -278,8 +313,8 @@ func (p *Provisioner) emit(ev messages.Event) {
 
 // withToken adds the session's access token when per-session auth is on.
 func (p *Provisioner) withToken(rep messages.SpawnReply) messages.SpawnReply {
-	if p.cfg.Tokens != nil && rep.SessionID != "" {
-		rep.Token = p.cfg.Tokens.Token(rep.SessionID)
+	if p.tokens != nil && rep.SessionID != "" {
+		rep.Token = p.tokens.Token(rep.SessionID)
 	}
 	return rep
 }

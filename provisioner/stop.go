@@ -119,7 +119,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	}
 	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
-	p.cfg.Metrics.SessionTerminated(p.appOf(s), reason)
+	p.mx.SessionTerminated(p.appOf(s), reason)
 	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, App: s.App, Key: s.Key, RequestID: s.RequestID,
 		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
@@ -162,7 +162,7 @@ func (p *Provisioner) deleteRecord(ctx context.Context, id string, rev uint64) e
 // spawn in this process works on it, and either this provisioner wrote it
 // before it last started, or it is past the spawn timeout.
 func (p *Provisioner) abandoned(s messages.Session) bool {
-	ownOldRun := s.Owner == p.cfg.Name && s.CreatedAt.Before(p.started)
+	ownOldRun := s.Owner == p.name && s.CreatedAt.Before(p.started)
 	if !ownOldRun && p.now().Sub(s.CreatedAt) < p.cfg.SpawnTimeout+30*time.Second {
 		return false
 	}
@@ -176,9 +176,9 @@ func (p *Provisioner) track(id string, on bool) {
 	defer p.mu.Unlock()
 	if on {
 		p.inflight[id] = true
-		p.cfg.Metrics.SpawnStarted()
+		p.mx.SpawnStarted()
 	} else {
 		delete(p.inflight, id)
-		p.cfg.Metrics.SpawnDone()
+		p.mx.SpawnDone()
 	}
 }

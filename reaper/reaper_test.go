@@ -118,7 +118,7 @@ func defaultConfig() reaper.Config {
 func (h *harness) run(t *testing.T) {
 	t.Helper()
 	log := testLogger(t)
-	r, err := reaper.New(h.cfg, h.env.JS, h.env.Conn, h.reg, h.clock.Now, log)
+	r, err := reaper.New(h.cfg, reaper.Deps{JetStream: h.env.JS, NATS: h.env.Conn, Registry: h.reg, Now: h.clock.Now, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestUndecodableHeartbeatIsDropped(t *testing.T) {
 func TestNewRejectsBadPrefix(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.Prefix = "a b"
-	if _, err := reaper.New(cfg, nil, nil, nil, time.Now, slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := reaper.New(cfg, reaper.Deps{}); err == nil {
 		t.Fatal("accepted a bad prefix")
 	}
 }
@@ -371,7 +371,7 @@ func TestNewRejectsNonPositiveSettings(t *testing.T) {
 	} {
 		cfg := defaultConfig()
 		mutate(&cfg)
-		if _, err := reaper.New(cfg, nil, nil, nil, time.Now, slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := reaper.New(cfg, reaper.Deps{}); err == nil {
 			t.Errorf("New accepted %+v", cfg)
 		}
 	}

@@ -3,7 +3,6 @@ package reaper
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -69,7 +68,7 @@ func TestSweepStopsThroughTheSemaphore(t *testing.T) {
 	}
 
 	r, err := New(Config{Prefix: messages.DefaultPrefix, FailureGrace: time.Minute, Sweep: time.Hour,
-		StopTimeout: 10 * time.Second, Concurrency: limit}, env.JS, env.Conn, reg, time.Now, slog.New(slog.DiscardHandler))
+		StopTimeout: 10 * time.Second, Concurrency: limit}, Deps{JetStream: env.JS, NATS: env.Conn, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

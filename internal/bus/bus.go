@@ -52,25 +52,23 @@ type Config struct {
 	ServerTLSKey  string `envconfig:"NATS_SERVER_TLS_KEY" desc:"key file for the embedded NATS server's TLS"`
 	// ClusterConfig makes "spawner nats" one server of a NATS cluster.
 	ClusterConfig
-	// Role is the NATS role a process connects as (see Permissions); set
-	// by the program, never by the environment. It picks the private
-	// reply inbox and the generated credentials file.
-	Role string `ignored:"true"`
 }
 
 // Subjects returns the names for cfg's prefix.
 func (c Config) Subjects() (messages.Subjects, error) { return messages.NewSubjects(c.Prefix) }
 
 // Connect dials NATS: the in-process server when srv is not nil, else cfg.URL.
-// It retries while the server is away, so that a restarted NATS is rejoined
-// without restarting Spawner.
-func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*nats.Conn, error) {
-	return connect(cfg, name, srv, log, nil)
+// role is the NATS role the process connects as (see Permissions), which
+// picks its private reply inbox; empty keeps the default inbox. It retries
+// while the server is away, so that a restarted NATS is rejoined without
+// restarting Spawner.
+func Connect(cfg Config, role, name string, srv *server.Server, log *slog.Logger) (*nats.Conn, error) {
+	return connect(cfg, role, name, srv, log, nil)
 }
 
 // connect is Connect with auth options that override cfg's, as the
 // all-in-one's in-memory key does.
-func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth []nats.Option) (*nats.Conn, error) {
+func connect(cfg Config, role, name string, srv *server.Server, log *slog.Logger, auth []nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -98,18 +96,14 @@ func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth
 	} else if url == "" {
 		return nil, errors.New("connect nats: no URL and no embedded server")
 	}
-	if cfg.Role != "" {
+	if role != "" {
 		subj, err := cfg.Subjects()
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(subj, cfg.Role)))
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(subj, role)))
 	}
-	if auth != nil {
-		// The caller's credentials replace cfg's; TLS stays cfg's.
-		cfg.Creds, cfg.NKeyFile, cfg.User, cfg.Password = "", "", "", ""
-	}
-	own, err := authOptions(cfg)
+	own, err := authOptions(cfg, auth == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -121,19 +115,21 @@ func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth
 	return nc, nil
 }
 
-func authOptions(cfg Config) ([]nats.Option, error) {
+// authOptions turns cfg's credentials, when withCreds, and its TLS
+// settings into options; the caller's own credentials replace cfg's.
+func authOptions(cfg Config, withCreds bool) ([]nats.Option, error) {
 	var opts []nats.Option
-	if cfg.Creds != "" {
+	if withCreds && cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
 	}
-	if cfg.NKeyFile != "" {
+	if withCreds && cfg.NKeyFile != "" {
 		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats nkey %s: %w", cfg.NKeyFile, err)
 		}
 		opts = append(opts, o)
 	}
-	if cfg.User != "" {
+	if withCreds && cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
 	if cfg.TLSCA != "" || cfg.TLSCert != "" {

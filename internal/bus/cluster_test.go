@@ -95,7 +95,7 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 		t.Skip("starts a three-server cluster")
 	}
 	servers, cfg := startCluster(t)
-	nc, err := Connect(cfg, "test", nil, slog.New(slog.DiscardHandler))
+	nc, err := Connect(cfg, RoleProvisioner, "test", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -199,7 +199,7 @@ func TestComponentRolesRunTheirCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	for _, role := range []string{bus.RoleGateway, bus.RoleProvisioner, bus.RoleProber, bus.RoleReaper} {
-		nc, err := bus.Connect(cfg.ForRole(role, dir), role, nil, discard())
+		nc, err := bus.Connect(cfg.ForRole(role, dir), role, role, nil, discard())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +267,7 @@ func TestComponentRolesRunTheirCalls(t *testing.T) {
 			if err == nil {
 				t.Error("the reaper publishes heartbeats")
 			}
-			prober, _ := bus.Connect(cfg.ForRole(bus.RoleProber, dir), "prober", nil, discard())
+			prober, _ := bus.Connect(cfg.ForRole(bus.RoleProber, dir), bus.RoleProber, "prober", nil, discard())
 			if err := prober.Publish(subj.Heartbeat("x"), []byte("{}")); err != nil {
 				t.Fatal(err)
 			}

@@ -80,7 +80,7 @@ func TestEmbeddedServerWithPasswordAndMutualTLS(t *testing.T) {
 	cfg.URL = srv.ClientURL()
 	log := slog.New(slog.DiscardHandler)
 
-	nc, err := Connect(cfg, "test", nil, log)
+	nc, err := Connect(cfg, "", "test", nil, log)
 	if err != nil {
 		t.Fatalf("connect with the right settings: %v", err)
 	}
@@ -99,7 +99,7 @@ func TestEmbeddedServerWithPasswordAndMutualTLS(t *testing.T) {
 		"no tls at all":      {URL: cfg.URL, User: "spawner", Password: "s3cret-pw"},
 		"no password at all": {URL: cfg.URL, TLSCA: cfg.TLSCA, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey},
 	} {
-		c, err := Connect(bad, "intruder", nil, log)
+		c, err := Connect(bad, "", "intruder", nil, log)
 		if err == nil {
 			connected := waitConnected(c.IsConnected)
 			c.Close()

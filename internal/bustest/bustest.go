@@ -33,7 +33,7 @@ func Run(t testing.TB) *Env {
 	}
 	t.Cleanup(srv.Shutdown)
 	cfg := bus.Config{URL: srv.ClientURL(), Prefix: "spawner", Replicas: 1}
-	nc, err := bus.Connect(cfg, "test", nil, slog.New(slog.DiscardHandler))
+	nc, err := bus.Connect(cfg, "", "test", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func newRestartable(t *testing.T) *restartable {
 func connect(t *testing.T, listen string) (bus.Config, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	cfg := bus.Config{URL: "nats://" + listen, Prefix: messages.DefaultPrefix, Replicas: 1}
-	nc, err := bus.Connect(cfg, t.Name(), nil, slog.New(slog.DiscardHandler))
+	nc, err := bus.Connect(cfg, "", t.Name(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -242,6 +242,10 @@ func checkConfig(cfg Config) (Config, defaults, error) {
 	return cfg, d, nil
 }
 
+// Traits says pods outlive the provisioner, and any provisioner on the
+// same cluster sees and stops them.
+func (b *Backend) Traits() provisioner.Traits { return provisioner.Traits{} }
+
 // Run runs the pod informer until ctx is done, reporting managed pods that
 // end on their own. Pods outlive it: a restarted provisioner adopts them.
 func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {

@@ -163,6 +163,9 @@ func (b *Backend) setupIsolation() error {
 // Isolation is the level in force: namespaces, uid or none.
 func (b *Backend) Isolation() string { return b.isolation }
 
+// Traits says a process dies with the provisioner that started it.
+func (b *Backend) Traits() provisioner.Traits { return provisioner.Traits{Local: true} }
+
 // Run keeps exits for instances that end on their own. When ctx ends it
 // kills whatever is still running, so no app outlives Spawner.
 func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {
