@@ -12,7 +12,7 @@ import (
 )
 
 // TestSessionListMatchesTheViews holds the pre-encoded list to what
-// encoding SessionViews writes, byte for byte, through every kind of
+// encoding messages.SessionViews writes, byte for byte, through every kind of
 // heartbeat and through changes, replacements and deletions.
 func TestSessionListMatchesTheViews(t *testing.T) {
 	g, err := New(testConfig(time.Second), Deps{Registry: registry.New(nil)})
@@ -35,13 +35,13 @@ func TestSessionListMatchesTheViews(t *testing.T) {
 
 	check := func(when string) {
 		t.Helper()
-		var views []SessionView
+		var views []messages.SessionView
 		for _, s := range sessions {
 			views = append(views, g.view(s))
 		}
 		sort.Slice(views, func(i, j int) bool { return views[i].CreatedAt.Before(views[j].CreatedAt) })
 		if views == nil {
-			views = []SessionView{}
+			views = []messages.SessionView{}
 		}
 		want := httptest.NewRecorder()
 		writeJSON(want, 200, map[string]any{"sessions": views, "count": len(views)})
