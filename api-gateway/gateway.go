@@ -23,22 +23,16 @@ import (
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the gateway's settings.
 type Config struct {
-	Prefix   string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	settings.Layout
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080" desc:"the gateway's listen address"`
-	// PublicURL is the base of session URLs; the provisioner builds them.
-	PublicURL    string        `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
-	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
-	// Routing is path, path-keep or subdomain (messages.Routing): how the
-	// proxy finds a session and what path its app sees.
-	Routing string `envconfig:"ROUTING" default:"path" desc:"how session URLs map onto apps: path, path-keep or subdomain"`
-	// SessionDomain is the parent of session hosts under subdomain
-	// routing: <id>.<SessionDomain>, with a port if browsers use one.
-	SessionDomain string `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
+	// Sessions are the URL and spawn settings the provisioner shares.
+	settings.Sessions
 	// ProbeInterval is how often the proxy's view of session activity is
 	// published, for sessions with the proxy status source; zero publishes
 	// nothing, for gateways whose sessions never use that source.

@@ -16,6 +16,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -51,7 +52,7 @@ func startShard(t *testing.T, env *bustest.Env, reg *registry.Registry, interval
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Prefix: messages.DefaultPrefix, Interval: interval, Timeout: time.Second, Concurrency: 64},
+	p, err := New(Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Interval: interval, Timeout: time.Second, Concurrency: 64},
 		Deps{NATS: nc, Registry: reg})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
@@ -146,8 +147,9 @@ type harness struct {
 
 func testConfig() provisioner.Config {
 	return provisioner.Config{
-		Prefix: messages.DefaultPrefix, Backend: backendName, Name: "prov-test",
-		PublicURL: "https://spawner.example/", Concurrency: 32, SpawnTimeout: 10 * time.Second,
+		Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Backend: backendName, Name: "prov-test",
+		Sessions:    settings.Sessions{PublicURL: "https://spawner.example/", SpawnTimeout: 10 * time.Second},
+		Concurrency: 32,
 		IdleTimeout: 5 * time.Minute, Reconcile: time.Hour,
 	}
 }

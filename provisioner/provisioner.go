@@ -20,30 +20,24 @@ import (
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the provisioner's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	settings.Layout
+	// Sessions are the URL and spawn settings the gateway shares.
+	settings.Sessions
 	// Backend names the backend, recorded in every session.
 	Backend string `envconfig:"BACKEND" default:"process" desc:"what a session runs as: process, docker or kubernetes"`
 	// Name identifies this provisioner; it owns the sessions it starts. A
 	// stable name lets a restarted provisioner adopt its old records.
-	Name string `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
-	// PublicURL is the base of session URLs: <PublicURL>/p/<id>/.
-	PublicURL string `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
-	// Routing is path, path-keep or subdomain; it shapes session URLs and
-	// the base path apps get (messages.Routing).
-	Routing string `envconfig:"ROUTING" default:"path" desc:"how session URLs map onto apps: path, path-keep or subdomain"`
-	// SessionDomain is the parent domain of session hosts under subdomain
-	// routing: <id>.<SessionDomain>.
-	SessionDomain string        `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
-	Concurrency   int           `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
-	SpawnTimeout  time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
-	IdleTimeout   time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
-	MaxLifetime   time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
-	MaxSessions   int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
+	Name        string        `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
+	Concurrency int           `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
+	IdleTimeout time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
+	MaxLifetime time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
+	MaxSessions int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
 	// EnvAllow lists the env names and prefixes (NAME*) requests may set;
 	// empty means any but messages.DefaultEnvDeny.
 	EnvAllow  string        `envconfig:"ENV_ALLOW" desc:"env names and PREFIX*es a request may set; empty refuses the loader variables of the default deny list"`

@@ -18,12 +18,13 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the reaper's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	settings.Layout
 	// FailureGrace is how long probes may fail before the session ends.
 	FailureGrace time.Duration `envconfig:"PROBE_FAILURE_GRACE" default:"30s" desc:"a session whose probes fail this long ends (unhealthy)"`
 	// Sweep is how often records are checked for their lifetime, which

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
@@ -110,7 +111,7 @@ func newHarness(t *testing.T, cfg reaper.Config) *harness {
 }
 
 func defaultConfig() reaper.Config {
-	return reaper.Config{Prefix: messages.DefaultPrefix, FailureGrace: 30 * time.Second, Sweep: time.Hour,
+	return reaper.Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, FailureGrace: 30 * time.Second, Sweep: time.Hour,
 		StopTimeout: 5 * time.Second, Concurrency: 8}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -32,8 +33,8 @@ type Config struct {
 	// listening server requires credentials: the operator's, or role NKeys
 	// it generates into the data dir.
 	Listen string `envconfig:"NATS_LISTEN" desc:"the embedded server's client address; empty or off keeps the all-in-one's NATS in-process (spawner nats then uses 127.0.0.1:4222)"`
-	// Prefix starts every subject, stream and bucket name.
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
+	// Layout holds the prefix of every subject, stream and bucket name.
+	settings.Layout
 	// Replicas for streams and the bucket; use 3 on a NATS cluster.
 	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
 	// Memory keeps streams in memory instead of on disk (tests, benchmarks).

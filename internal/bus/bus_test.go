@@ -19,6 +19,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/bustest"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -330,7 +331,7 @@ func TestEnsureMemoryStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	cfg := bus.Config{Prefix: "mem", Memory: true}
+	cfg := bus.Config{Layout: settings.Layout{Prefix: "mem"}, Memory: true}
 	nc, err := bus.Connect(cfg, "", "test", srv, discard())
 	if err != nil {
 		t.Fatal(err)
