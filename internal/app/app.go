@@ -228,18 +228,6 @@ func addActor(parent context.Context, g *run.Group, fn func(context.Context) err
 	}, func(error) { cancel() })
 }
 
-// shared is what one process's components are built with besides their
-// settings.
-type shared struct {
-	nc      *nats.Conn
-	reg     *registry.Registry
-	metrics *metrics.Metrics
-	// catalog is SPAWNER_APPS, nil without it.
-	catalog *catalog.Catalog
-	// signer is the session token signer, nil unless session auth is on.
-	signer *sessiontoken.Signer
-}
-
 func (m *Main) addGateway(ctx context.Context, g *run.Group, deps shared) error {
 	cfg := m.Config.Gateway
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -269,30 +257,6 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, deps shared) error 
 	// the registry is loaded.
 	m.waitFor = append(m.waitFor, gw.Ready())
 	return nil
-}
-
-// gatewayURL is where browsers reach the gateway: SPAWNER_PUBLIC_URL, else
-// the address the gateway in this process listens on, else its setting.
-func (m *Main) gatewayURL() string {
-	if m.Config.Gateway.PublicURL != "" {
-		return m.Config.Gateway.PublicURL
-	}
-	if m.httpAddr != "" {
-		return DefaultPublicURL(m.httpAddr)
-	}
-	return DefaultPublicURL(m.Config.Gateway.HTTPAddr)
-}
-
-// DefaultPublicURL turns a listening address into the URL browsers use.
-func DefaultPublicURL(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "http://" + addr
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "localhost"
-	}
-	return "http://" + net.JoinHostPort(host, port)
 }
 
 func (m *Main) addProvisioner(g *run.Group, deps shared) error {
