@@ -67,9 +67,13 @@ func (l *sessionList) apply(c registry.Change) {
 		l.byID[c.ID] = ls
 	}
 	if had && ls != nil && old.createdAt.Equal(ls.createdAt) && l.isSorted {
-		// Same place in the order: swap it in without a re-sort.
+		// Same place in the order: swap it in without a re-sort. The
+		// slice snapshot handed out is being read without the lock, so
+		// the swap goes into a copy.
 		if i := slices.Index(l.sorted, old); i >= 0 {
-			l.sorted[i] = ls
+			sorted := slices.Clone(l.sorted)
+			sorted[i] = ls
+			l.sorted = sorted
 			return
 		}
 	}

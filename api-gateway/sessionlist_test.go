@@ -74,3 +74,41 @@ func TestSessionListMatchesTheViews(t *testing.T) {
 	sessions = nil
 	check("when empty")
 }
+
+// A changed record that keeps its place replaces the entry in the sorted
+// list; a request reading its snapshot at that moment must not see the
+// write (go test -race fails this when the swap is done in place).
+func TestSessionListSnapshotIsNotWrittenUnderItsReader(t *testing.T) {
+	l := newSessionList()
+	created := time.Now()
+	var ids []string
+	for range 50 {
+		s := messages.Session{ID: messages.NewSessionID(), Status: messages.StatusReady, CreatedAt: created}
+		ids = append(ids, s.ID)
+		l.apply(registry.Change{ID: s.ID, Session: s})
+	}
+	l.snapshot()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			id := ids[i%len(ids)]
+			l.apply(registry.Change{ID: id, Session: messages.Session{ID: id, Status: messages.StatusReady, CreatedAt: created, Upstream: "a"}})
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if n := len(l.snapshot()); n != len(ids) {
+				t.Fatalf("%d sessions listed, want %d", n, len(ids))
+			}
+			return
+		default:
+		}
+		for _, ls := range l.snapshot() {
+			if ls.id == "" {
+				t.Fatal("an entry without an id")
+			}
+		}
+	}
+}
