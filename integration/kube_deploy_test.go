@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/kube"
@@ -140,7 +141,7 @@ func TestKubeProvisionerRoleSuffices(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	be, err := kube.NewWithClient(kube.Config{Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP}, sa, slog.New(slog.DiscardHandler))
+	be, err := kube.NewWithClient(settings.Overlay(kube.Config{Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP}), sa, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,3 +100,31 @@ func set(v reflect.Value, s string) error {
 	}
 	return nil
 }
+
+// Overlay returns Defaults[T]() with every field that is not zero in over
+// laid on it: a Config written by hand with only the settings a test is
+// about, the rest as the tags say. A field cannot be set to its zero value
+// this way; build on Defaults for that.
+func Overlay[T any](over T) T {
+	v := Defaults[T]()
+	overlay(reflect.ValueOf(&v).Elem(), reflect.ValueOf(over))
+	return v
+}
+
+func overlay(dst, src reflect.Value) {
+	t := dst.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		d, s := dst.Field(i), src.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]() {
+			overlay(d, s)
+			continue
+		}
+		if !s.IsZero() {
+			d.Set(s)
+		}
+	}
+}

@@ -102,9 +102,6 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 	if strings.TrimSpace(cfg.Command) == "" {
 		return nil, errors.New("process backend: no app command")
 	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
-	}
 	sources, err := messages.ParseStatusSources(cfg.StatusSource)
 	if err != nil {
 		return nil, fmt.Errorf("process backend: %w", err)
@@ -112,11 +109,10 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 	if sources.Sidecar && watcher == nil {
 		return nil, errors.New("process backend: sidecar status source needs a watcher")
 	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 3 * time.Second
-	}
-	if cfg.UIDRange == "" {
-		cfg.UIDRange = DefaultUIDRange
+	// The defaults live in the tags (settings.Defaults gives them to code
+	// that builds a Config by hand); an empty one here is a mistake.
+	if cfg.Host == "" || cfg.StopGrace <= 0 {
+		return nil, fmt.Errorf("process backend: SPAWNER_APP_HOST (%q) must be set and SPAWNER_STOP_GRACE (%s) positive", cfg.Host, cfg.StopGrace)
 	}
 	if cfg.Workdir != "" {
 		if info, err := os.Stat(cfg.Workdir); err != nil || !info.IsDir() {
