@@ -33,10 +33,10 @@ type Config struct {
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080" desc:"the gateway's listen address"`
 	// Sessions are the URL and spawn settings the provisioner shares.
 	settings.Sessions
-	// ProbeInterval is how often the proxy's view of session activity is
+	// Probing is how often the proxy's view of session activity is
 	// published, for sessions with the proxy status source; zero publishes
 	// nothing, for gateways whose sessions never use that source.
-	ProbeInterval time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
+	settings.Probing
 	// UpstreamIdle closes idle keep-alive connections to apps. It must be
 	// well below any idle timeout, because an app or sidecar that counts
 	// TCP connections sees an idle pooled connection as a user.

@@ -52,7 +52,7 @@ func RegistryAge(ctx context.Context, env *Env) (Section, error) {
 		return sec, err
 	}
 	defer srv.Shutdown()
-	b := &registryBench{cfg: bus.Config{Replicas: 1}, log: slog.New(slog.DiscardHandler)}
+	b := &registryBench{cfg: bus.Config{Replication: settings.Replication{Replicas: 1}}, log: slog.New(slog.DiscardHandler)}
 	if b.nc, err = bus.Connect(b.cfg, "", "bench", srv, b.log); err != nil {
 		return sec, err
 	}

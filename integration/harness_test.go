@@ -76,7 +76,7 @@ func testConfig(t testing.TB) app.Config {
 	cfg.Gateway.HTTPAddr = "127.0.0.1:0"
 	// The gateway reports proxy activity as often as the prober probes;
 	// both read SPAWNER_PROBE_INTERVAL.
-	cfg.Prober.Interval, cfg.Gateway.ProbeInterval = 500*time.Millisecond, 500*time.Millisecond
+	cfg.Prober.ProbeInterval, cfg.Gateway.ProbeInterval = 500*time.Millisecond, 500*time.Millisecond
 	cfg.Provisioner.SpawnTimeout = 20 * time.Second
 	cfg.Gateway.SpawnTimeout = 20 * time.Second
 	cfg.Provisioner.Reconcile = 2 * time.Second

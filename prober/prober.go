@@ -22,11 +22,12 @@ import (
 // Config holds the prober's settings.
 type Config struct {
 	settings.Layout
-	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
+	// Probing is how often each session is probed, as the gateway reports.
+	settings.Probing
 	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s" desc:"one probe's time limit"`
 	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256" desc:"probes in flight at once"`
-	// Replicas is the membership bucket's, as for every stream and bucket.
-	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
+	// Replication is the membership bucket's, as for every stream and bucket.
+	settings.Replication
 }
 
 // Deps are what a prober works with besides its settings.
@@ -95,7 +96,7 @@ const (
 )
 
 // slots is how many parts the interval is split into.
-func (p *Prober) slots() int { return max(1, min(maxSlots, int(p.cfg.Interval/minSlot))) }
+func (p *Prober) slots() int { return max(1, min(maxSlots, int(p.cfg.ProbeInterval/minSlot))) }
 
 // slotOf spreads targets over the slots by their random ids.
 func (p *Prober) slotOf(id string) int {
@@ -111,7 +112,7 @@ func New(cfg Config, deps Deps) (*Prober, error) {
 		return nil, err
 	}
 	// The defaults live in the tags; a zero here is a mistake to report.
-	if cfg.Interval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
+	if cfg.ProbeInterval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
 		return nil, fmt.Errorf("probe interval, timeout and concurrency must be positive")
 	}
 	now, log := deps.Now, deps.Log
@@ -123,9 +124,9 @@ func New(cfg Config, deps Deps) (*Prober, error) {
 	}
 	p := &Prober{
 		cfg: cfg, nc: deps.NATS, now: now, mx: deps.Metrics, subj: subj, log: log.With("component", "prober"),
-		targets: map[string]*target{}, activity: newActivityBook(cfg.Interval), started: now(),
+		targets: map[string]*target{}, activity: newActivityBook(cfg.ProbeInterval), started: now(),
 	}
-	p.members = newMembership(cfg.Interval, now, p.log)
+	p.members = newMembership(cfg.ProbeInterval, now, p.log)
 	p.cache = registry.NewCache(deps.Registry, deps.NATS, p.log)
 	p.cache.OnChange(p.applyChange)
 	return p, nil
@@ -146,13 +147,13 @@ func (p *Prober) Run(ctx context.Context) error {
 	// Withdrawn from the bucket before Run returns, while NATS is up.
 	defer members.Wait()
 	slots := p.slots()
-	t := time.NewTicker(p.cfg.Interval / time.Duration(slots))
+	t := time.NewTicker(p.cfg.ProbeInterval / time.Duration(slots))
 	defer t.Stop()
 	defer p.closeClients()
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	p.log.Info("prober started", "interval", p.cfg.Interval, "member", p.members.self)
+	p.log.Info("prober started", "interval", p.cfg.ProbeInterval, "member", p.members.self)
 	for slot := 0; ; slot = (slot + 1) % slots {
 		select {
 		case <-ctx.Done():

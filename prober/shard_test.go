@@ -52,7 +52,7 @@ func startShard(t *testing.T, env *bustest.Env, reg *registry.Registry, interval
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Interval: interval, Timeout: time.Second, Concurrency: 64},
+	p, err := New(Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Probing: settings.Probing{ProbeInterval: interval}, Timeout: time.Second, Concurrency: 64},
 		Deps{NATS: nc, Registry: reg})
 	if err != nil {
 		t.Fatal(err)

@@ -35,8 +35,8 @@ type Config struct {
 	Listen string `envconfig:"NATS_LISTEN" desc:"the embedded server's client address; empty or off keeps the all-in-one's NATS in-process (spawner nats then uses 127.0.0.1:4222)"`
 	// Layout holds the prefix of every subject, stream and bucket name.
 	settings.Layout
-	// Replicas for streams and the bucket; use 3 on a NATS cluster.
-	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
+	// Replication is the number of copies of streams and the bucket.
+	settings.Replication
 	// Memory keeps streams in memory instead of on disk (tests, benchmarks).
 	Memory bool `envconfig:"NATS_MEMORY_STORAGE" desc:"keep streams and the registry in memory instead of on disk"`
 

@@ -63,7 +63,7 @@ func startCluster(t *testing.T) ([]*Embedded, Config) {
 	servers := make([]*Embedded, 3)
 	errs := make(chan error, 3)
 	for i := range 3 {
-		c := Config{Layout: settings.Layout{Prefix: "spawner"}, Replicas: 3, Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]),
+		c := Config{Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 3}, Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]),
 			ClusterConfig: ClusterConfig{ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[3+i]), Routes: routes,
 				ServerName: fmt.Sprintf("n%d", i), ClusterName: "spawner", ClusterUser: "route", ClusterPassword: "route-secret"}}
 		go func() {
@@ -88,7 +88,7 @@ func startCluster(t *testing.T) ([]*Embedded, Config) {
 	for _, s := range servers {
 		urls = append(urls, s.Server.ClientURL())
 	}
-	cfg := Config{URL: strings.Join(urls, ","), Layout: settings.Layout{Prefix: "spawner"}, Replicas: 3}
+	cfg := Config{URL: strings.Join(urls, ","), Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 3}}
 	return servers, cfg.ForRole(RoleProvisioner, dirs[0])
 }
 

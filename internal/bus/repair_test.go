@@ -20,7 +20,7 @@ import (
 // calls fn with JetStream once the streams and the bucket exist.
 func onDisk(t *testing.T, dataDir string, log *slog.Logger, fn func(context.Context, jetstream.JetStream, jetstream.KeyValue)) {
 	t.Helper()
-	cfg := bus.Config{Layout: settings.Layout{Prefix: "spawner"}, Replicas: 1}
+	cfg := bus.Config{Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 1}}
 	emb, err := bus.StartEmbedded(cfg, dataDir, false, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)

@@ -21,7 +21,7 @@ import (
 func standalone(t *testing.T) (bus.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := bus.Config{Listen: "127.0.0.1:-1", Layout: settings.Layout{Prefix: "spawner"}, Replicas: 1}
+	cfg := bus.Config{Listen: "127.0.0.1:-1", Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 1}}
 	emb, err := bus.StartEmbedded(cfg, dir, true, discard())
 	if err != nil {
 		t.Fatal(err)

@@ -33,7 +33,7 @@ func Run(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	cfg := bus.Config{URL: srv.ClientURL(), Layout: settings.Layout{Prefix: "spawner"}, Replicas: 1}
+	cfg := bus.Config{URL: srv.ClientURL(), Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 1}}
 	nc, err := bus.Connect(cfg, "", "test", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

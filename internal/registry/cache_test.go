@@ -53,7 +53,7 @@ func newRestartable(t *testing.T) *restartable {
 // by itself after a restart, as the components' connections do.
 func connect(t *testing.T, listen string) (bus.Config, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	cfg := bus.Config{URL: "nats://" + listen, Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Replicas: 1}
+	cfg := bus.Config{URL: "nats://" + listen, Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Replication: settings.Replication{Replicas: 1}}
 	nc, err := bus.Connect(cfg, "", t.Name(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -31,3 +31,17 @@ type Sessions struct {
 	// routing: <id>.<SessionDomain>, with a port if browsers use one.
 	SessionDomain string `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
 }
+
+// Probing is how often session activity is gathered: the prober polls each
+// session's /status, and the gateway reports the proxy's view, at this
+// interval.
+type Probing struct {
+	ProbeInterval time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
+}
+
+// Replication is how many copies NATS keeps of each stream and bucket,
+// the NATS plumbing's and the prober's membership bucket's alike.
+type Replication struct {
+	// Replicas is 1 on a single server and 3 on a NATS cluster.
+	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
+}
