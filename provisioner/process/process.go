@@ -4,6 +4,7 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,11 +55,13 @@ type StatusWatcher func(host string, appPort int) (statusURL string, stop func()
 
 // Backend runs sessions as local process groups.
 type Backend struct {
-	cfg     Config
-	sources messages.StatusSources
-	log     *slog.Logger
-	watcher StatusWatcher
-	client  readinessClient
+	cfg Config
+	// appCommand is cfg.Command, or the default command when that is empty.
+	appCommand string
+	sources    messages.StatusSources
+	log        *slog.Logger
+	watcher    StatusWatcher
+	client     readinessClient
 	// isolation is the level in force; exe is our own binary, which runs
 	// the helper; binary is the app's program, made reachable to it.
 	isolation    string
@@ -96,10 +99,10 @@ type proc struct {
 // New builds the backend. command is the default app command, used when
 // cfg.Command is empty. watcher may be nil unless cfg.StatusSource is sidecar.
 func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Logger) (*Backend, error) {
-	if cfg.Command == "" {
-		cfg.Command = defaultCommand
-	}
-	if strings.TrimSpace(cfg.Command) == "" {
+	// The bundled demo's command is known only at run time, so no tag can
+	// hold it.
+	command := cmp.Or(cfg.Command, defaultCommand)
+	if strings.TrimSpace(command) == "" {
 		return nil, errors.New("process backend: no app command")
 	}
 	sources, err := messages.ParseStatusSources(cfg.StatusSource)
@@ -119,7 +122,7 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 			return nil, fmt.Errorf("process backend: app workdir %q is not a directory", cfg.Workdir)
 		}
 	}
-	b := &Backend{cfg: cfg, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
+	b := &Backend{cfg: cfg, appCommand: command, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
 		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}
 	if err := b.setupIsolation(); err != nil {
 		return nil, fmt.Errorf("process backend: %w", err)
@@ -144,7 +147,7 @@ func (b *Backend) setupIsolation() error {
 		return err
 	}
 	if b.isolation == IsolationNamespaces {
-		b.binary = appBinary(b.cfg.Command)
+		b.binary = appBinary(b.appCommand)
 	}
 	if b.isolation == IsolationNone && b.cfg.Isolation != IsolationNone {
 		b.log.Error("APPS ARE NOT ISOLATED: they run as Spawner's own user and can read its " +
