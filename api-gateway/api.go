@@ -179,25 +179,9 @@ func (g *Gateway) provisionersPresent(ctx context.Context, ping string) bool {
 	}
 }
 
-// SessionView is a session as the API shows it: the record plus what the
-// newest heartbeat said. Every field is always present, so that entries do
-// not change shape when the first probe reports: the activity fields are
-// null until then, and Probed says whether it has happened.
-type SessionView struct {
-	messages.Session
-	Probed bool `json:"probed"`
-	// From the newest successful probe; null until one, or while the
-	// newest probe failed.
-	ActiveConnections *int       `json:"active_connections"`
-	SecondsInactive   *int64     `json:"seconds_inactive"`
-	LastActivity      *time.Time `json:"last_activity"`
-	// LastProbe is when the newest probe ran; ProbeError why it failed.
-	LastProbe  *time.Time `json:"last_probe"`
-	ProbeError *string    `json:"probe_error"`
-}
-
-func (g *Gateway) view(s messages.Session) SessionView {
-	v := SessionView{Session: s}
+// view is s as the API shows it, with its newest heartbeat.
+func (g *Gateway) view(s messages.Session) messages.SessionView {
+	v := messages.SessionView{Session: s}
 	if hb, ok := g.beats.get(s.ID); ok {
 		t := hb.Time
 		v.Probed, v.LastProbe = true, &t
@@ -236,7 +220,7 @@ func (g *Gateway) handleList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, messages.Errorf(messages.CodeUnavailable, "%v", err))
 		return
 	}
-	out := make([]SessionView, 0, len(entries))
+	out := make([]messages.SessionView, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, g.view(e.Session))
 	}

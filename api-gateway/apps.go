@@ -10,7 +10,7 @@ import (
 // SetCatalog puts a catalog in force for GET /apps and /init, as on
 // SIGHUP; the provisioners check it first.
 func (g *Gateway) SetCatalog(c *catalog.Catalog) {
-	g.cfg.Metrics.KnowApps(c.Names())
+	g.mx.KnowApps(c.Names())
 	g.apps.Store(c)
 }
 

@@ -16,7 +16,7 @@ func TestAppsListsTheCatalogWithoutSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newGWEnv(t, func(cfg *Config) { cfg.Catalog = c })
+	e := newGWEnv(t, func(_ *Config, d *Deps) { d.Catalog = c })
 	list, err := e.api.Apps(t.Context())
 	if err != nil {
 		t.Fatal(err)

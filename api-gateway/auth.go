@@ -15,9 +15,6 @@ type AuthConfig struct {
 	// APITokens, when any is set, are the bearer tokens the API requires.
 	// The proxy path /p/ is not behind them: browsers hold session tokens.
 	APITokens []string `envconfig:"API_TOKENS" desc:"bearer tokens the API requires, comma-separated; empty leaves it open"`
-	// SessionTokens, when set, makes the proxy require each session's own
-	// access token, as returned by /init.
-	SessionTokens SessionVerifier `ignored:"true"`
 }
 
 // SessionVerifier checks a session's access token.
@@ -88,7 +85,7 @@ func (g *Gateway) requireAPIToken(next http.HandlerFunc) http.HandlerFunc {
 // removed from the request, so the app never sees it.
 func (g *Gateway) authorizeSession(w http.ResponseWriter, r *http.Request, a addressed) bool {
 	id := a.id
-	v := g.cfg.AuthConfig.SessionTokens
+	v := g.tokens
 	if v == nil {
 		return true
 	}

@@ -102,8 +102,8 @@ func (g *Gateway) serveEvents(w http.ResponseWriter, r *http.Request, q eventQue
 		return
 	}
 	defer g.openStreams.Add(-1)
-	g.cfg.Metrics.EventStreamOpened()
-	defer g.cfg.Metrics.EventStreamClosed()
+	g.mx.EventStreamOpened()
+	defer g.mx.EventStreamClosed()
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +17,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -31,16 +31,31 @@ type gwEnv struct {
 	mx  *metrics.Metrics
 }
 
-func newGWEnv(t *testing.T, tune func(*Config)) *gwEnv {
+// testConfig is the gateway's defaults with a spawn timeout of spawn.
+func testConfig(spawn time.Duration) Config {
+	cfg := settings.Defaults[Config]()
+	cfg.SpawnTimeout = spawn
+	return cfg
+}
+
+// drainConfig is testConfig with a drain timeout of drain.
+func drainConfig(drain time.Duration) Config {
+	cfg := testConfig(time.Second)
+	cfg.DrainTimeout = drain
+	return cfg
+}
+
+func newGWEnv(t *testing.T, tune func(*Config, *Deps)) *gwEnv {
 	t.Helper()
 	env := bustest.Run(t)
 	reg := registry.New(env.KV)
 	mx := metrics.New()
-	cfg := Config{Prefix: "spawner", SpawnTimeout: 2 * time.Second, Metrics: mx}
+	cfg := testConfig(2 * time.Second)
+	deps := Deps{NATS: env.Conn, Registry: reg, Metrics: mx}
 	if tune != nil {
-		tune(&cfg)
+		tune(&cfg, &deps)
 	}
-	gw, err := New(cfg, env.Conn, reg, slog.New(slog.DiscardHandler))
+	gw, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +65,7 @@ func newGWEnv(t *testing.T, tune func(*Config)) *gwEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &gwEnv{bus: env, reg: reg, gw: gw, srv: srv, api: api, mx: cfg.Metrics}
+	return &gwEnv{bus: env, reg: reg, gw: gw, srv: srv, api: api, mx: deps.Metrics}
 }
 
 // publish sends a lifecycle event as the provisioner does.
@@ -291,7 +306,7 @@ func TestEventStreamsRejectBadInput(t *testing.T) {
 }
 
 func TestEventStreamsKeepAliveAndEndWhenTheClientGoes(t *testing.T) {
-	e := newGWEnv(t, func(c *Config) { c.EventsKeepalive = 20 * time.Millisecond })
+	e := newGWEnv(t, func(c *Config, _ *Deps) { c.EventsKeepalive = 20 * time.Millisecond })
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/events?replay=0", nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -329,8 +344,8 @@ func TestEventStreamsKeepAliveAndEndWhenTheClientGoes(t *testing.T) {
 
 func TestEventStreamsEndAtShutdown(t *testing.T) {
 	env := bustest.Run(t)
-	gw, err := New(Config{Prefix: "spawner", SpawnTimeout: time.Second, DrainTimeout: 5 * time.Minute},
-		env.Conn, registry.New(env.KV), slog.New(slog.DiscardHandler))
+	gw, err := New(drainConfig(5*time.Minute),
+		Deps{NATS: env.Conn, Registry: registry.New(env.KV)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,13 +23,13 @@ import (
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the gateway's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
-	Pool   string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
+	settings.Layout
 	// PoolFallback lists the pools to try, in order, when a request names
 	// a pool that has no provisioner.
 	PoolFallback string `envconfig:"POOL_FALLBACK" desc:"gateway: pools to send a request to, in order, when the pool it names has no provisioner, as eu-2,us-1; empty answers 503"`
@@ -40,19 +40,12 @@ type Config struct {
 	// unless ?pool= names one.
 	Hub      bool   `envconfig:"HUB" desc:"gateway: GET /sessions and the dashboard list the sessions of every pool, not only this gateway's own"`
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:":8080" desc:"the gateway's listen address"`
-	// PublicURL is the base of session URLs; the provisioner builds them.
-	PublicURL    string        `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
-	SpawnTimeout time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
-	// Routing is path, path-keep or subdomain (messages.Routing): how the
-	// proxy finds a session and what path its app sees.
-	Routing string `envconfig:"ROUTING" default:"path" desc:"how session URLs map onto apps: path, path-keep or subdomain"`
-	// SessionDomain is the parent of session hosts under subdomain
-	// routing: <id>.<SessionDomain>, with a port if browsers use one.
-	SessionDomain string `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
-	// ProbeInterval is how often the proxy's view of session activity is
+	// Sessions are the URL and spawn settings the provisioner shares.
+	settings.Sessions
+	// Probing is how often the proxy's view of session activity is
 	// published, for sessions with the proxy status source; zero publishes
 	// nothing, for gateways whose sessions never use that source.
-	ProbeInterval time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
+	settings.Probing
 	// UpstreamIdle closes idle keep-alive connections to apps. It must be
 	// well below any idle timeout, because an app or sidecar that counts
 	// TCP connections sees an idle pooled connection as a user.
@@ -71,15 +64,28 @@ type Config struct {
 	// second, on average) must also be kept. Negative turns each off.
 	ProxyBodyIdle    time.Duration `envconfig:"PROXY_BODY_IDLE" default:"30s" desc:"a request body to an app that sends nothing for this long is cut; negative turns it off"`
 	ProxyBodyMinRate int64         `envconfig:"PROXY_BODY_MIN_RATE" default:"1024" desc:"bytes per second a request body to an app must average once SPAWNER_PROXY_BODY_IDLE has passed; negative turns it off"`
+	// AuthConfig holds the API token rules; it is embedded so its
+	// variables keep their short names.
+	AuthConfig
+}
+
+// Deps are what a gateway works with besides its settings.
+type Deps struct {
+	// NATS carries the spawn and stop requests, events and the registry watch.
+	NATS *nats.Conn
+	// Registry is where the gateway finds sessions.
+	Registry *registry.Registry
+	// Log receives the gateway's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics receives the proxy's and event streams' observations and is
 	// served at /metrics; nil turns both off.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 	// Catalog is the apps /init may pick and GET /apps lists (SPAWNER_APPS);
 	// nil is the single default app.
-	Catalog *catalog.Catalog `ignored:"true"`
-	// AuthConfig holds the API and session token rules; it is embedded so
-	// its variables keep their short names.
-	AuthConfig
+	Catalog *catalog.Catalog
+	// SessionTokens, when set, makes the proxy require each session's own
+	// access token, as returned by /init.
+	SessionTokens SessionVerifier
 }
 
 // Gateway serves the API and the proxy.
@@ -88,6 +94,8 @@ type Gateway struct {
 	nc     *nats.Conn
 	reg    *registry.Registry
 	log    *slog.Logger
+	mx     *metrics.Metrics
+	tokens SessionVerifier
 	subj   messages.Subjects
 	cache  *registry.Cache
 	list   *sessionList
@@ -114,17 +122,22 @@ type Gateway struct {
 	knownRoutes
 }
 
-// New builds a gateway; Run serves it.
-func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*Gateway, error) {
+// New builds a gateway from its settings and its dependencies; Serve
+// serves it.
+func New(cfg Config, deps Deps) (*Gateway, error) {
 	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.UpstreamIdle <= 0 {
-		cfg.UpstreamIdle = time.Second
+	// The defaults live in the tags (settings.Defaults gives them to code
+	// that builds a Config by hand); a zero here is a mistake to report.
+	if cfg.UpstreamIdle <= 0 || cfg.EventsKeepalive <= 0 {
+		return nil, fmt.Errorf("SPAWNER_PROXY_UPSTREAM_IDLE (%s) and SPAWNER_EVENTS_KEEPALIVE (%s) must be positive",
+			cfg.UpstreamIdle, cfg.EventsKeepalive)
 	}
-	if cfg.EventsKeepalive <= 0 {
-		cfg.EventsKeepalive = 15 * time.Second
+	if cfg.APIBodyTimeout == 0 || cfg.ProxyBodyIdle == 0 || cfg.ProxyBodyMinRate == 0 {
+		return nil, fmt.Errorf("SPAWNER_API_BODY_TIMEOUT (%s), SPAWNER_PROXY_BODY_IDLE (%s) and SPAWNER_PROXY_BODY_MIN_RATE (%d) "+
+			"must not be 0; a negative value turns each off", cfg.APIBodyTimeout, cfg.ProxyBodyIdle, cfg.ProxyBodyMinRate)
 	}
 	routing, err := messages.ParseRouting(cfg.Routing)
 	if err != nil {
@@ -138,30 +151,26 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, log *slog.Logger) (*
 		return nil, err
 	}
 	if cfg.PoolWait <= 0 {
-		cfg.PoolWait = 300 * time.Millisecond
+		return nil, fmt.Errorf("SPAWNER_POOL_WAIT must be positive, got %s", cfg.PoolWait)
 	}
 	if cfg.ProbeInterval < 0 {
 		return nil, fmt.Errorf("probe interval must not be negative, got %s", cfg.ProbeInterval)
 	}
-	if cfg.APIBodyTimeout == 0 {
-		cfg.APIBodyTimeout = 10 * time.Second
+	log := deps.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.ProxyBodyIdle == 0 {
-		cfg.ProxyBodyIdle = 30 * time.Second
-	}
-	if cfg.ProxyBodyMinRate == 0 {
-		cfg.ProxyBodyMinRate = 1024
-	}
-	g := &Gateway{cfg: cfg, nc: nc, reg: reg, subj: subj, log: log.With("component", "gateway"),
+	g := &Gateway{cfg: cfg, nc: deps.NATS, reg: deps.Registry, subj: subj, log: log.With("component", "gateway"),
+		mx: deps.Metrics, tokens: deps.SessionTokens,
 		routes: newRouteTable(), router: newRouter(routing, cfg.SessionDomain), name: replicaName(),
 		beats: newHeartbeatCache(), list: newSessionList(), closing: make(chan struct{}), fallback: fallback}
 	g.proxy = newProxy(cfg.UpstreamIdle, g.log)
-	cat := cfg.Catalog
+	cat := deps.Catalog
 	if cat == nil {
 		cat = catalog.Single(0)
 	}
 	g.SetCatalog(cat)
-	g.cache = registry.NewCache(reg, nc, g.log)
+	g.cache = registry.NewCache(g.reg, g.nc, g.log)
 	g.cache.OnChange(g.applyChange)
 	return g, nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	gateway "github.com/spawnerhq/spawner/api-gateway"
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -40,7 +40,7 @@ type site struct {
 func newSite(t testing.TB) *site { return newSiteWith(t, nil) }
 
 // newSiteWith is newSite with changes to the gateway's configuration.
-func newSiteWith(t testing.TB, configure func(*gateway.Config)) *site {
+func newSiteWith(t testing.TB, configure func(*gateway.Config, *gateway.Deps)) *site {
 	t.Helper()
 	env := bustest.Run(t)
 	peer, err := nats.Connect(env.Server.ClientURL())
@@ -49,12 +49,13 @@ func newSiteWith(t testing.TB, configure func(*gateway.Config)) *site {
 	}
 	t.Cleanup(peer.Close)
 	reg := registry.New(env.KV)
-	cfg := gateway.Config{Prefix: messages.DefaultPrefix, SpawnTimeout: 10 * time.Second,
-		UpstreamIdle: time.Second, DrainTimeout: time.Second}
+	cfg := settings.Defaults[gateway.Config]()
+	cfg.SpawnTimeout, cfg.DrainTimeout = 10*time.Second, time.Second
+	deps := gateway.Deps{NATS: env.Conn, Registry: reg}
 	if configure != nil {
-		configure(&cfg)
+		configure(&cfg, &deps)
 	}
-	gw, err := gateway.New(cfg, env.Conn, reg, slog.New(slog.DiscardHandler))
+	gw, err := gateway.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func headerApp(t *testing.T) string {
 }
 
 func sessionSite(t *testing.T) (*site, string) {
-	s := newSiteWith(t, func(c *gateway.Config) { c.SessionTokens = tokenOf{} })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { d.SessionTokens = tokenOf{} })
 	return s, s.addReady(t, headerApp(t))
 }
 
@@ -184,7 +184,7 @@ func TestProxyDropsForgedForwardingHeaders(t *testing.T) {
 // ?access_token= opens the event streams, which EventSource cannot send
 // headers to, and nothing else.
 func TestAccessTokenQueryOnlyOnEventStreams(t *testing.T) {
-	s := newSiteWith(t, func(c *gateway.Config) { c.APITokens = []string{"api-token-0123456789"} })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { c.APITokens = []string{"api-token-0123456789"} })
 	q := "?access_token=api-token-0123456789"
 	for _, tc := range []struct{ method, path string }{
 		{"GET", "/sessions"}, {"POST", "/init"}, {"GET", "/sessions/01hzzzzzzzzzzzzzzzzzzzzzzz"},

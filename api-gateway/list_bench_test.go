@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -20,7 +19,7 @@ import (
 func BenchmarkListSessions(b *testing.B) {
 	env := bustest.Run(b)
 	reg := registry.New(env.KV)
-	g, err := New(Config{Prefix: "spawner", SpawnTimeout: time.Second}, env.Conn, reg, slog.New(slog.DiscardHandler))
+	g, err := New(testConfig(time.Second), Deps{NATS: env.Conn, Registry: reg})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,17 +11,17 @@ import (
 )
 
 func (g *Gateway) handleMetrics(w http.ResponseWriter, r *http.Request) {
-	if g.cfg.Metrics == nil {
+	if g.mx == nil {
 		writeError(w, http.StatusNotFound, messages.Errorf(messages.CodeNotFound, "metrics are off in this process"))
 		return
 	}
-	g.cfg.Metrics.Handler().ServeHTTP(w, r)
+	g.mx.Handler().ServeHTTP(w, r)
 }
 
 // handleProxy is the /p/<id>/ route: proxySession, measured when metrics
 // are on. Measuring wraps the writer and body, so it costs nothing when off.
 func (g *Gateway) handleProxy(w http.ResponseWriter, r *http.Request) {
-	m := g.cfg.Metrics
+	m := g.mx
 	if m == nil {
 		g.proxySession(w, r)
 		return

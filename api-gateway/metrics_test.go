@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -176,7 +175,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 
-	off := newGWEnv(t, func(c *Config) { c.Metrics = nil })
+	off := newGWEnv(t, func(_ *Config, d *Deps) { d.Metrics = nil })
 	resp, err := http.Get(off.srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -203,11 +202,11 @@ func BenchmarkProxyMetrics(b *testing.B) {
 	}
 	for _, mode := range []string{"off", "on"} {
 		b.Run(mode, func(b *testing.B) {
-			cfg := Config{Prefix: "spawner", SpawnTimeout: time.Second}
+			deps := Deps{NATS: env.Conn, Registry: reg}
 			if mode == "on" {
-				cfg.Metrics = metrics.New()
+				deps.Metrics = metrics.New()
 			}
-			g, err := New(cfg, env.Conn, reg, slog.New(slog.DiscardHandler))
+			g, err := New(testConfig(time.Second), deps)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -240,7 +240,7 @@ func checkRequired(t *testing.T, doc apiDoc, sc schema, body []byte, s apiSample
 // With API tokens on, the document must say which operations need one,
 // and the 401 they answer without it must be documented.
 func TestOpenAPIDescribesTheTokenCheck(t *testing.T) {
-	e := newGWEnv(t, func(c *Config) { c.AuthConfig.APITokens = []string{"t0ken"} })
+	e := newGWEnv(t, func(c *Config, _ *Deps) { c.AuthConfig.APITokens = []string{"t0ken"} })
 	doc := loadAPIDoc(t)
 	for _, rt := range e.gw.httpRoutes() {
 		if !rt.api {

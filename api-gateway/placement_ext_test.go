@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"net/http"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestInitNamedPoolWithoutProvisionerIsFast503(t *testing.T) {
 }
 
 func TestInitPoolFallback(t *testing.T) {
-	s := newSiteWith(t, func(c *gateway.Config) { c.PoolFallback = "eu-2, us-1" })
+	s := newSiteWith(t, func(c *gateway.Config, _ *gateway.Deps) { c.PoolFallback = "eu-2, us-1" })
 	us := s.servePool(t, "us-1")
 	r := s.do(t, http.MethodPost, "/init", strings.NewReader(`{"pool":"eu-1","key":"k"}`))
 	if r.status != http.StatusCreated || !strings.Contains(string(r.body), "us-1.example") {
@@ -56,12 +57,12 @@ func TestInitPoolFallback(t *testing.T) {
 	if err != nil || req.Pool != "us-1" || req.Key != "k" {
 		t.Errorf("us-1 got %s (%v): want the request, naming us-1", got[0], err)
 	}
-	s2 := newSiteWith(t, func(c *gateway.Config) { c.PoolFallback = "eu-2" })
+	s2 := newSiteWith(t, func(c *gateway.Config, _ *gateway.Deps) { c.PoolFallback = "eu-2" })
 	r = s2.do(t, http.MethodPost, "/init", strings.NewReader(`{"pool":"eu-1"}`))
 	if r.status != http.StatusServiceUnavailable || !strings.Contains(string(r.body), `\"eu-1\"`) || !strings.Contains(string(r.body), `\"eu-2\"`) {
 		t.Errorf("no pool of the fallback list has a provisioner: %d %s", r.status, r.body)
 	}
-	if _, err := gateway.New(gateway.Config{Prefix: "spawner", PoolFallback: "a.b"}, s.env.Conn, s.reg, nil); err == nil {
+	if _, err := gateway.New(settings.Overlay(gateway.Config{PoolFallback: "a.b"}), gateway.Deps{NATS: s.env.Conn, Registry: s.reg}); err == nil {
 		t.Error("a fallback pool that is no pool name was accepted")
 	}
 }

@@ -45,7 +45,7 @@ func (g *Gateway) answerSessionLists() (*nats.Subscription, error) {
 // listPools answers GET /sessions for other pools than this gateway's own:
 // pool is one pool's name or allPools.
 func (g *Gateway) listPools(w http.ResponseWriter, r *http.Request, pool string) {
-	var views []SessionView
+	var views []messages.SessionView
 	var pools []string
 	var failed []*messages.Error
 	err := g.gather(r.Context(), g.subj.SessionLists(), []byte(pool), g.cfg.PoolWait, func(data []byte) bool {
@@ -57,7 +57,7 @@ func (g *Gateway) listPools(w http.ResponseWriter, r *http.Request, pool string)
 			failed = append(failed, ps.Error)
 			return false
 		}
-		var got []SessionView
+		var got []messages.SessionView
 		if json.Unmarshal(ps.Sessions, &got) != nil {
 			return false
 		}
@@ -78,10 +78,10 @@ func (g *Gateway) listPools(w http.ResponseWriter, r *http.Request, pool string)
 			"no gateway of pool %q answered within %s", pool, g.cfg.PoolWait))
 		return
 	}
-	slices.SortFunc(views, func(a, b SessionView) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	slices.SortFunc(views, func(a, b messages.SessionView) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	slices.Sort(pools)
 	if views == nil {
-		views = []SessionView{}
+		views = []messages.SessionView{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sessions": views, "count": len(views), "pools": pools})
 }

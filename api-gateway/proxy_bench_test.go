@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -81,7 +80,7 @@ func BenchmarkProxy(b *testing.B) {
 	defer up.Close()
 	env := bustest.Run(b)
 	reg := registry.New(env.KV)
-	g, err := New(Config{Prefix: "spawner", SpawnTimeout: time.Second}, env.Conn, reg, slog.New(slog.DiscardHandler))
+	g, err := New(testConfig(time.Second), Deps{NATS: env.Conn, Registry: reg})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	gateway "github.com/spawnerhq/spawner/api-gateway"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -80,7 +81,7 @@ func TestPathRoutingRewritesRedirectsAndCookies(t *testing.T) {
 // Under path-keep routing the app sees the whole path, and nothing it
 // sends back is changed.
 func TestPathKeepRoutingKeepsThePrefix(t *testing.T) {
-	s := newSiteWith(t, func(c *gateway.Config) { c.Routing = "path-keep" })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { c.Routing = "path-keep" })
 	up, _ := echoUpstream(t, "A")
 	id := s.addReady(t, up)
 	got := decodeSeen(t, s.do(t, http.MethodGet, "/p/"+id+"/tree/x?y=1", nil, "X-Forwarded-Prefix", "/evil"))
@@ -101,7 +102,7 @@ func TestPathKeepRoutingKeepsThePrefix(t *testing.T) {
 // nothing else: not the API, not the dashboard, not another session.
 func TestSubdomainRouting(t *testing.T) {
 	const domain = "sessions.localhost:8080"
-	s := newSiteWith(t, func(c *gateway.Config) { c.Routing = "subdomain"; c.SessionDomain = domain })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { c.Routing = "subdomain"; c.SessionDomain = domain })
 	up, _ := echoUpstream(t, "A")
 	id := s.addReady(t, up)
 	host := id + "." + domain
@@ -127,11 +128,14 @@ func TestSubdomainRouting(t *testing.T) {
 }
 
 func TestSubdomainRoutingNeedsADomain(t *testing.T) {
-	_, err := gateway.New(gateway.Config{Prefix: "spawner", Routing: "subdomain"}, nil, nil, nil)
+	cfg := settings.Defaults[gateway.Config]()
+	cfg.Routing = "subdomain"
+	_, err := gateway.New(cfg, gateway.Deps{})
 	if err == nil || !strings.Contains(err.Error(), "SPAWNER_SESSION_DOMAIN") {
 		t.Errorf("New without a session domain: %v", err)
 	}
-	_, err = gateway.New(gateway.Config{Prefix: "spawner", Routing: "host"}, nil, nil, nil)
+	cfg.Routing = "host"
+	_, err = gateway.New(cfg, gateway.Deps{})
 	if err == nil || !strings.Contains(err.Error(), "path-keep") {
 		t.Errorf("New with an unknown routing mode: %v", err)
 	}
@@ -140,7 +144,7 @@ func TestSubdomainRoutingNeedsADomain(t *testing.T) {
 // The proxy status source: the gateway reports a session while a response
 // is still streaming, and stops reporting it once it is idle.
 func TestProxyActivityIsPublished(t *testing.T) {
-	s := newSiteWith(t, func(c *gateway.Config) { c.ProbeInterval = 100 * time.Millisecond })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { c.ProbeInterval = 100 * time.Millisecond })
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "first part\n")
@@ -217,8 +221,8 @@ func TestProxyActivityIsPublished(t *testing.T) {
 // of the session's host alone: no Domain, the whole host's path.
 func TestSubdomainSessionTokenCookieIsHostOnly(t *testing.T) {
 	const domain = "sessions.localhost:8080"
-	s := newSiteWith(t, func(c *gateway.Config) {
-		c.Routing, c.SessionDomain, c.SessionTokens = "subdomain", domain, tokenOf{}
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) {
+		c.Routing, c.SessionDomain, d.SessionTokens = "subdomain", domain, tokenOf{}
 	})
 	up, _ := echoUpstream(t, "A")
 	id := s.addReady(t, up)

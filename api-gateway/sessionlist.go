@@ -15,7 +15,7 @@ import (
 
 // sessionList keeps every session's record encoded as the API shows it,
 // in the order GET /sessions lists them, so that a request copies bytes
-// instead of encoding structs. Encoding 10,000 SessionViews with
+// instead of encoding structs. Encoding 10,000 messages.SessionViews with
 // encoding/json per request cost 20–40 ms and 130,000 allocations; a
 // record is encoded once per change here, and only the heartbeat part,
 // which changes with every probe, is written per request.
@@ -67,9 +67,13 @@ func (l *sessionList) apply(c registry.Change) {
 		l.byID[c.ID] = ls
 	}
 	if had && ls != nil && old.createdAt.Equal(ls.createdAt) && l.isSorted {
-		// Same place in the order: swap it in without a re-sort.
+		// Same place in the order: swap it in without a re-sort. The
+		// slice snapshot handed out is being read without the lock, so
+		// the swap goes into a copy.
 		if i := slices.Index(l.sorted, old); i >= 0 {
-			l.sorted[i] = ls
+			sorted := slices.Clone(l.sorted)
+			sorted[i] = ls
+			l.sorted = sorted
 			return
 		}
 	}
@@ -93,7 +97,7 @@ func (l *sessionList) snapshot() []*listedSession {
 }
 
 // writeSessionList answers GET /sessions with what writeJSON would write
-// for {"sessions": [SessionView...], "count": n}; a test holds the two
+// for {"sessions": [messages.SessionView...], "count": n}; a test holds the two
 // together.
 func (g *Gateway) writeSessionList(w http.ResponseWriter) {
 	list := g.list.snapshot()
@@ -141,11 +145,11 @@ func (g *Gateway) appendSessions(buf []byte, list []*listedSession) []byte {
 	return append(buf, ']')
 }
 
-// unprobed is what SessionView adds before the first probe: every field
+// unprobed is what messages.SessionView adds before the first probe: every field
 // present, null until there is something to say.
 const unprobed = `,"probed":false,"active_connections":null,"seconds_inactive":null,"last_activity":null,"last_probe":null,"probe_error":null`
 
-// appendHeartbeat writes the fields SessionView adds, in its order.
+// appendHeartbeat writes the fields messages.SessionView adds, in its order.
 func appendHeartbeat(buf []byte, hb messages.Heartbeat) []byte {
 	buf = append(buf, `,"probed":true`...)
 	if hb.OK {

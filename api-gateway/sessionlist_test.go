@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"log/slog"
 	"net/http/httptest"
 	"sort"
 	"testing"
@@ -13,10 +12,10 @@ import (
 )
 
 // TestSessionListMatchesTheViews holds the pre-encoded list to what
-// encoding SessionViews writes, byte for byte, through every kind of
+// encoding messages.SessionViews writes, byte for byte, through every kind of
 // heartbeat and through changes, replacements and deletions.
 func TestSessionListMatchesTheViews(t *testing.T) {
-	g, err := New(Config{Prefix: "spawner", SpawnTimeout: time.Second}, nil, registry.New(nil), slog.New(slog.DiscardHandler))
+	g, err := New(testConfig(time.Second), Deps{Registry: registry.New(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,13 +35,13 @@ func TestSessionListMatchesTheViews(t *testing.T) {
 
 	check := func(when string) {
 		t.Helper()
-		var views []SessionView
+		var views []messages.SessionView
 		for _, s := range sessions {
 			views = append(views, g.view(s))
 		}
 		sort.Slice(views, func(i, j int) bool { return views[i].CreatedAt.Before(views[j].CreatedAt) })
 		if views == nil {
-			views = []SessionView{}
+			views = []messages.SessionView{}
 		}
 		want := httptest.NewRecorder()
 		writeJSON(want, 200, map[string]any{"sessions": views, "count": len(views)})
@@ -74,4 +73,42 @@ func TestSessionListMatchesTheViews(t *testing.T) {
 	}
 	sessions = nil
 	check("when empty")
+}
+
+// A changed record that keeps its place replaces the entry in the sorted
+// list; a request reading its snapshot at that moment must not see the
+// write (go test -race fails this when the swap is done in place).
+func TestSessionListSnapshotIsNotWrittenUnderItsReader(t *testing.T) {
+	l := newSessionList()
+	created := time.Now()
+	var ids []string
+	for range 50 {
+		s := messages.Session{ID: messages.NewSessionID(), Status: messages.StatusReady, CreatedAt: created}
+		ids = append(ids, s.ID)
+		l.apply(registry.Change{ID: s.ID, Session: s})
+	}
+	l.snapshot()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			id := ids[i%len(ids)]
+			l.apply(registry.Change{ID: id, Session: messages.Session{ID: id, Status: messages.StatusReady, CreatedAt: created, Upstream: "a"}})
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if n := len(l.snapshot()); n != len(ids) {
+				t.Fatalf("%d sessions listed, want %d", n, len(ids))
+			}
+			return
+		default:
+		}
+		for _, ls := range l.snapshot() {
+			if ls.id == "" {
+				t.Fatal("an entry without an id")
+			}
+		}
+	}
 }

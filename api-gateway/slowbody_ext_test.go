@@ -62,7 +62,7 @@ func itoa(n int) string {
 // A /init body trickled at a byte every 200 ms gets a JSON 408 once the
 // body timeout passes, and nothing reaches the provisioners.
 func TestInitBodyDeadline(t *testing.T) {
-	s := newSiteWith(t, func(c *gateway.Config) { c.APIBodyTimeout = time.Second })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { c.APIBodyTimeout = time.Second })
 	rec := s.respond(t, s.subj.Requested(), func([]byte) any { return map[string]any{} })
 	resp, took, err := trickle(t, s.base, "POST /init HTTP/1.1\r\n", 1000, 200*time.Millisecond, 10*time.Second)
 	if err != nil {
@@ -94,7 +94,7 @@ func TestProxyCutsSlowBodies(t *testing.T) {
 		_, _ = io.WriteString(w, "got "+itoa(len(data)))
 	}))
 	t.Cleanup(app.Close)
-	s := newSiteWith(t, func(c *gateway.Config) { c.ProxyBodyIdle = time.Second; c.ProxyBodyMinRate = 100 })
+	s := newSiteWith(t, func(c *gateway.Config, d *gateway.Deps) { c.ProxyBodyIdle = time.Second; c.ProxyBodyMinRate = 100 })
 	id := s.addReady(t, strings.TrimPrefix(app.URL, "http://"))
 	for name, interval := range map[string]time.Duration{"silent": time.Hour, "a byte every 100ms": 100 * time.Millisecond} {
 		resp, took, err := trickle(t, s.base, "POST /p/"+id+"/upload HTTP/1.1\r\n", 1000, interval, 10*time.Second)

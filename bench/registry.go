@@ -17,6 +17,7 @@ import (
 	gateway "github.com/spawnerhq/spawner/api-gateway"
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -51,8 +52,8 @@ func RegistryAge(ctx context.Context, env *Env) (Section, error) {
 		return sec, err
 	}
 	defer srv.Shutdown()
-	b := &registryBench{cfg: bus.Config{Replicas: 1}, log: slog.New(slog.DiscardHandler)}
-	if b.nc, err = bus.Connect(b.cfg, "bench", srv, b.log); err != nil {
+	b := &registryBench{cfg: bus.Config{Replication: settings.Replication{Replicas: 1}}, log: slog.New(slog.DiscardHandler)}
+	if b.nc, err = bus.Connect(b.cfg, "", "bench", srv, b.log); err != nil {
 		return sec, err
 	}
 	defer b.nc.Close()
@@ -260,8 +261,10 @@ func syncTime(ctx context.Context, reg *registry.Registry) time.Duration {
 // for every session as the prober would give it, and times GET /sessions
 // over HTTP; then times the bucket scan the handler used to make.
 func (b *registryBench) listSessions(ctx context.Context, bk bucket, n int) (list, scan Durations, err error) {
-	gw, err := gateway.New(gateway.Config{Prefix: bk.prefix, SpawnTimeout: time.Second, DrainTimeout: time.Second},
-		b.nc, bk.reg, b.log)
+	cfg := settings.Defaults[gateway.Config]()
+	cfg.Prefix, cfg.SpawnTimeout, cfg.DrainTimeout = bk.prefix, time.Second, time.Second
+	gw, err := gateway.New(cfg,
+		gateway.Deps{NATS: b.nc, Registry: bk.reg, Log: b.log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/spawnerhq/spawner/messages"
 )
@@ -59,16 +58,8 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 // Session is a live session as GET /sessions shows it: the registry's
 // record plus what the newest probe said. Probed says whether a probe has
 // reported yet; the activity fields are nil until the first successful
-// probe, and ProbeError is empty unless the newest probe failed.
-type Session struct {
-	messages.Session
-	Probed            bool       `json:"probed"`
-	ActiveConnections *int       `json:"active_connections"`
-	SecondsInactive   *int64     `json:"seconds_inactive"`
-	LastActivity      *time.Time `json:"last_activity"`
-	LastProbe         *time.Time `json:"last_probe"`
-	ProbeError        string     `json:"probe_error"`
-}
+// probe, and ProbeError is nil unless the newest probe failed.
+type Session = messages.SessionView
 
 // Error is an error answer of the API.
 type Error struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	gateway "github.com/spawnerhq/spawner/api-gateway"
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -23,7 +23,9 @@ func newGateway(t *testing.T) (*Client, *registry.Registry, *bustest.Env) {
 	t.Helper()
 	env := bustest.Run(t)
 	reg := registry.New(env.KV)
-	gw, err := gateway.New(gateway.Config{Prefix: "spawner", SpawnTimeout: time.Second}, env.Conn, reg, slog.New(slog.DiscardHandler))
+	cfg := settings.Defaults[gateway.Config]()
+	cfg.SpawnTimeout = time.Second
+	gw, err := gateway.New(cfg, gateway.Deps{NATS: env.Conn, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

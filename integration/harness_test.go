@@ -76,7 +76,7 @@ func testConfig(t testing.TB) app.Config {
 	cfg.Gateway.HTTPAddr = "127.0.0.1:0"
 	// The gateway reports proxy activity as often as the prober probes;
 	// both read SPAWNER_PROBE_INTERVAL.
-	cfg.Prober.Interval, cfg.Gateway.ProbeInterval = 500*time.Millisecond, 500*time.Millisecond
+	cfg.Prober.ProbeInterval, cfg.Gateway.ProbeInterval = 500*time.Millisecond, 500*time.Millisecond
 	cfg.Provisioner.SpawnTimeout = 20 * time.Second
 	cfg.Gateway.SpawnTimeout = 20 * time.Second
 	cfg.Provisioner.Reconcile = 2 * time.Second
@@ -104,7 +104,7 @@ func start(t testing.TB, cfg app.Config) *harness {
 	h.BaseURL = "http://" + m.HTTPAddr()
 	// A client, as another service would connect: it may spawn and read
 	// events, nothing more.
-	nc, err := bus.Connect(m.NATSConfig(bus.RoleClient), "test", nil, log)
+	nc, err := bus.Connect(m.NATSConfig(bus.RoleClient), bus.RoleClient, "test", nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/kube"
@@ -157,8 +158,8 @@ func rawSpawn(client kubernetes.Interface, ns, name string) error {
 // synced by one spawn that is not timed.
 func benchBackend(b *testing.B, kubeconfig, ns string) *kube.Backend {
 	b.Helper()
-	cfg := kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP,
-		CPURequest: "10m", MemRequest: "16Mi", QPS: 100, Burst: 200}
+	cfg := settings.Overlay(kube.Config{Kubeconfig: kubeconfig, Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP,
+		CPURequest: "10m", MemRequest: "16Mi", QPS: 100, Burst: 200})
 	be, err := kube.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/kube"
@@ -141,7 +142,7 @@ func TestKubeProvisionerRoleSuffices(t *testing.T) {
 	}
 
 	// The backend's own client, as the provisioner builds it.
-	be, err := kube.NewWithConfig(kube.Config{Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP}, rc, slog.New(slog.DiscardHandler))
+	be, err := kube.NewWithConfig(settings.Overlay(kube.Config{Namespace: ns, Image: "spawner:latest", Route: kube.RoutePodIP}), rc, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func TestKubeIdleReapRemovesPodAndService(t *testing.T) {
 	ns := kubeNamespace(t, client)
 	cfg := kubeTestConfig(t, kc, ns, "")
 	cfg.Provisioner.IdleTimeout = 3 * time.Second
-	cfg.Prober.Interval = time.Second
+	cfg.Prober.ProbeInterval = time.Second
 	h := start(t, cfg)
 	ev := h.watchEvents(t)
 

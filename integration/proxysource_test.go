@@ -26,7 +26,7 @@ func TestProxyStatusSource(t *testing.T) {
 		cfg.Process.Command = command
 		cfg.Process.StatusSource = "proxy"
 		cfg.Provisioner.IdleTimeout = idle
-		cfg.Prober.Interval, cfg.Gateway.ProbeInterval = interval, interval
+		cfg.Prober.ProbeInterval, cfg.Gateway.ProbeInterval = interval, interval
 		return start(t, cfg)
 	}
 	// Idle time is counted in whole seconds, so the bound is the issue's

@@ -38,7 +38,7 @@ func TestSidecarKeepsStreamingSessionAlive(t *testing.T) {
 	cfg.Process.StatusSource = "sidecar"
 	cfg.Process.Command = slowApp
 	cfg.Provisioner.IdleTimeout = 4 * time.Second
-	cfg.Prober.Interval = time.Second
+	cfg.Prober.ProbeInterval = time.Second
 	h := start(t, cfg)
 	ev := h.watchEvents(t)
 
@@ -97,7 +97,7 @@ func TestSidecarIgnoresProxyKeepAlive(t *testing.T) {
 	cfg.Process.Command = strings.Replace(slowApp, "class H(http.server.BaseHTTPRequestHandler):", "class H(http.server.BaseHTTPRequestHandler):\n    protocol_version = \"HTTP/1.1\"", 1)
 	cfg.Process.Command = strings.Replace(cfg.Process.Command, `self.send_header("Content-Type", "text/plain")`, `self.send_header("Content-Type", "text/plain"); self.send_header("Content-Length", "10")`, 1)
 	cfg.Provisioner.IdleTimeout = 3 * time.Second
-	cfg.Prober.Interval = 500 * time.Millisecond
+	cfg.Prober.ProbeInterval = 500 * time.Millisecond
 	h := start(t, cfg)
 	var rep messages.SpawnReply
 	if code := post(t, h.BaseURL+"/init", "", &rep); code != http.StatusCreated {

@@ -75,6 +75,16 @@ func goldenCases() map[string]any {
 			ReadyAt: goldenTime.Add(time.Second), StoppingAt: goldenTime.Add(time.Hour), StopReason: messages.ReasonIdle,
 		},
 	}
+	// The views GET /sessions shows: before any probe, after a good one
+	// and after a failed one. Every field is present in each.
+	viewed := messages.Session{ID: goldenID, App: "demo", Status: messages.StatusReady,
+		URL: "https://spawner.example/p/" + goldenID + "/", Backend: "process", Owner: "prov-a",
+		IdleTimeoutSeconds: 300, CreatedAt: goldenTime, ReadyAt: goldenTime.Add(time.Second)}
+	conns, idle, probed, lastActive, failure := 2, int64(17), goldenTime.Add(time.Minute), goldenTime.Add(43*time.Second), "/status answered 500"
+	cases["session_view_unprobed"] = &messages.SessionView{Session: viewed}
+	cases["session_view_probed"] = &messages.SessionView{Session: viewed, Probed: true,
+		ActiveConnections: &conns, SecondsInactive: &idle, LastActivity: &lastActive, LastProbe: &probed}
+	cases["session_view_failing"] = &messages.SessionView{Session: viewed, Probed: true, LastProbe: &probed, ProbeError: &failure}
 	for _, et := range messages.EventTypes {
 		ev := &messages.Event{Type: et, SessionID: goldenID, Time: goldenTime, App: "demo", RequestID: "req-1", Key: "user-42",
 			Backend: "process", Owner: "prov-a", Pool: "eu-1"}

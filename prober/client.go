@@ -48,7 +48,7 @@ func newStatusClient(statusURL string, cfg Config) *statusClient {
 	// Kept between rounds: reconnecting to thousands of targets every
 	// interval costs more than holding them.
 	return &statusClient{uri: u.RequestURI(), host: u.Host, addr: addr, tls: u.Scheme == "https",
-		idleFor: 2*cfg.Interval + time.Second}
+		idleFor: 2*cfg.ProbeInterval + time.Second}
 }
 
 // fetch reads the target's /status within timeout.

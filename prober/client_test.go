@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spawnerhq/spawner/internal/settings"
 )
 
 func statusServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
@@ -33,7 +35,7 @@ func TestStatusClientKeepsOneConnection(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, `{"active_connections":2,"seconds_inactive":7,"listening":true}`)
 	})
-	c := newStatusClient(srv.URL+"/s/1/status?x=1", Config{Interval: time.Second})
+	c := newStatusClient(srv.URL+"/s/1/status?x=1", Config{Probing: settings.Probing{ProbeInterval: time.Second}})
 	defer c.close()
 	for range 5 {
 		st, err := c.fetch(2 * time.Second)
@@ -55,7 +57,7 @@ func TestStatusClientRedialsAClosedConnection(t *testing.T) {
 	srv, conns := statusServer(t, func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, `{"active_connections":0,"seconds_inactive":1,"listening":true}`)
 	})
-	c := newStatusClient(srv.URL+"/status", Config{Interval: time.Second})
+	c := newStatusClient(srv.URL+"/status", Config{Probing: settings.Probing{ProbeInterval: time.Second}})
 	defer c.close()
 	if _, err := c.fetch(2 * time.Second); err != nil {
 		t.Fatal(err)
@@ -89,7 +91,7 @@ func TestStatusClientErrors(t *testing.T) {
 		"http://127.0.0.1:1/": "connect",
 	}
 	for url, want := range cases {
-		c := newStatusClient(url, Config{Interval: time.Second})
+		c := newStatusClient(url, Config{Probing: settings.Probing{ProbeInterval: time.Second}})
 		_, err := c.fetch(2 * time.Second)
 		c.close()
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -114,7 +116,7 @@ func TestStatusClientTimesOut(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	c := newStatusClient("http://"+ln.Addr().String()+"/status", Config{Interval: time.Second})
+	c := newStatusClient("http://"+ln.Addr().String()+"/status", Config{Probing: settings.Probing{ProbeInterval: time.Second}})
 	start := time.Now()
 	_, err = c.fetch(200 * time.Millisecond)
 	if err == nil {

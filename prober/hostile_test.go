@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spawnerhq/spawner/internal/settings"
 )
 
 // hostileApp answers every request with head, then writes filler until the
@@ -72,7 +74,7 @@ func TestStatusClientBoundsHostileAnswers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := newStatusClient(a.url, Config{Interval: time.Second})
+			c := newStatusClient(a.url, Config{Probing: settings.Probing{ProbeInterval: time.Second}})
 			defer c.close()
 			// Three rounds, as the prober would run them.
 			for range 3 {

@@ -15,20 +15,33 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the prober's settings.
 type Config struct {
-	Prefix      string        `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
-	Pool        string        `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
-	Interval    time.Duration `envconfig:"PROBE_INTERVAL" default:"5s" desc:"how often each session's activity is polled and the proxy's is reported"`
+	settings.Layout
+	// Probing is how often each session is probed, as the gateway reports.
+	settings.Probing
 	Timeout     time.Duration `envconfig:"PROBE_TIMEOUT" default:"2s" desc:"one probe's time limit"`
 	Concurrency int           `envconfig:"PROBE_CONCURRENCY" default:"256" desc:"probes in flight at once"`
-	// Replicas is the membership bucket's, as for every stream and bucket.
-	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
+	// Replication is the membership bucket's, as for every stream and bucket.
+	settings.Replication
+}
+
+// Deps are what a prober works with besides its settings.
+type Deps struct {
+	// NATS carries heartbeats, activity reports and the registry watch.
+	NATS *nats.Conn
+	// Registry is where the prober finds its targets.
+	Registry *registry.Registry
+	// Now is the prober's clock; nil is time.Now.
+	Now func() time.Time
+	// Log receives the prober's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics records probe latency and failures; nil records nothing.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 }
 
 // Prober keeps its targets from a registry cache and probes them.
@@ -39,6 +52,7 @@ type Prober struct {
 	cache *registry.Cache
 	log   *slog.Logger
 	now   func() time.Time
+	mx    *metrics.Metrics
 	subj  messages.Subjects
 
 	mu      sync.Mutex
@@ -82,7 +96,7 @@ const (
 )
 
 // slots is how many parts the interval is split into.
-func (p *Prober) slots() int { return max(1, min(maxSlots, int(p.cfg.Interval/minSlot))) }
+func (p *Prober) slots() int { return max(1, min(maxSlots, int(p.cfg.ProbeInterval/minSlot))) }
 
 // slotOf spreads targets over the slots by their random ids.
 func (p *Prober) slotOf(id string) int {
@@ -91,22 +105,29 @@ func (p *Prober) slotOf(id string) int {
 	return int(h.Sum32() % uint32(p.slots()))
 }
 
-// New builds a prober; now is its clock.
-func New(cfg Config, nc *nats.Conn, reg *registry.Registry, now func() time.Time, log *slog.Logger) (*Prober, error) {
+// New builds a prober from its settings and its dependencies.
+func New(cfg Config, deps Deps) (*Prober, error) {
 	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, err
 	}
 	// The defaults live in the tags; a zero here is a mistake to report.
-	if cfg.Interval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
+	if cfg.ProbeInterval <= 0 || cfg.Timeout <= 0 || cfg.Concurrency < 1 {
 		return nil, fmt.Errorf("probe interval, timeout and concurrency must be positive")
 	}
-	p := &Prober{
-		cfg: cfg, nc: nc, now: now, subj: subj, log: log.With("component", "prober"),
-		targets: map[string]*target{}, activity: newActivityBook(cfg.Interval), started: now(),
+	now, log := deps.Now, deps.Log
+	if now == nil {
+		now = time.Now
 	}
-	p.members = newMembership(cfg.Interval, now, p.log)
-	p.cache = registry.NewCache(reg, nc, p.log)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Prober{
+		cfg: cfg, nc: deps.NATS, now: now, mx: deps.Metrics, subj: subj, log: log.With("component", "prober"),
+		targets: map[string]*target{}, activity: newActivityBook(cfg.ProbeInterval), started: now(),
+	}
+	p.members = newMembership(cfg.ProbeInterval, now, p.log)
+	p.cache = registry.NewCache(deps.Registry, deps.NATS, p.log)
 	p.cache.OnChange(p.applyChange)
 	return p, nil
 }
@@ -126,13 +147,13 @@ func (p *Prober) Run(ctx context.Context) error {
 	// Withdrawn from the bucket before Run returns, while NATS is up.
 	defer members.Wait()
 	slots := p.slots()
-	t := time.NewTicker(p.cfg.Interval / time.Duration(slots))
+	t := time.NewTicker(p.cfg.ProbeInterval / time.Duration(slots))
 	defer t.Stop()
 	defer p.closeClients()
 	sem := make(chan struct{}, p.cfg.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	p.log.Info("prober started", "interval", p.cfg.Interval, "member", p.members.self)
+	p.log.Info("prober started", "interval", p.cfg.ProbeInterval, "member", p.members.self)
 	for slot := 0; ; slot = (slot + 1) % slots {
 		select {
 		case <-ctx.Done():
@@ -247,7 +268,7 @@ func (p *Prober) probe(ctx context.Context, id string, tg target) {
 	took := p.now().Sub(start)
 	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: took.Seconds()}
 	if ctx.Err() == nil && tg.client != nil {
-		p.cfg.Metrics.Probed(took, err != nil)
+		p.mx.Probed(took, err != nil)
 	}
 	p.mu.Lock()
 	t := p.targets[id]

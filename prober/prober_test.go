@@ -16,6 +16,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
@@ -45,8 +46,8 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) run(t *testing.T) {
 	t.Helper()
 	log := testLogger(t)
-	p, err := prober.New(prober.Config{Prefix: messages.DefaultPrefix, Interval: 30 * time.Millisecond, Timeout: 2 * time.Second, Concurrency: 8},
-		h.env.Conn, h.reg, time.Now, log)
+	p, err := prober.New(prober.Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Probing: settings.Probing{ProbeInterval: 30 * time.Millisecond}, Timeout: 2 * time.Second, Concurrency: 8},
+		prober.Deps{NATS: h.env.Conn, Registry: h.reg, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,12 +323,12 @@ func TestHeartbeatsReachTheStream(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	for _, cfg := range []prober.Config{
-		{Prefix: "a.b", Interval: time.Second, Timeout: time.Second},
-		{Prefix: "ok", Interval: 0, Timeout: time.Second},
-		{Prefix: "ok", Interval: time.Second, Timeout: -1, Concurrency: 1},
-		{Prefix: "ok", Interval: time.Second, Timeout: time.Second, Concurrency: 0},
+		{Layout: settings.Layout{Prefix: "a.b"}, Probing: settings.Probing{ProbeInterval: time.Second}, Timeout: time.Second},
+		{Layout: settings.Layout{Prefix: "ok"}, Probing: settings.Probing{ProbeInterval: 0}, Timeout: time.Second},
+		{Layout: settings.Layout{Prefix: "ok"}, Probing: settings.Probing{ProbeInterval: time.Second}, Timeout: -1, Concurrency: 1},
+		{Layout: settings.Layout{Prefix: "ok"}, Probing: settings.Probing{ProbeInterval: time.Second}, Timeout: time.Second, Concurrency: 0},
 	} {
-		if _, err := prober.New(cfg, nil, nil, time.Now, log); err == nil {
+		if _, err := prober.New(cfg, prober.Deps{Log: log}); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -47,12 +48,12 @@ type shardProber struct {
 
 func startShard(t *testing.T, env *bustest.Env, reg *registry.Registry, interval time.Duration) *shardProber {
 	t.Helper()
-	nc, err := bus.Connect(env.Config, "prober", nil, slog.New(slog.DiscardHandler))
+	nc, err := bus.Connect(env.Config, "", "prober", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Prefix: messages.DefaultPrefix, Interval: interval, Timeout: time.Second, Concurrency: 64},
-		nc, reg, time.Now, slog.New(slog.DiscardHandler))
+	p, err := New(Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Probing: settings.Probing{ProbeInterval: interval}, Timeout: time.Second, Concurrency: 64},
+		Deps{NATS: nc, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func (p *Provisioner) SetCatalog(cat *catalog.Catalog) error {
 	if err != nil {
 		return err
 	}
-	p.cfg.Metrics.KnowApps(set.cat.Names())
+	p.mx.KnowApps(set.cat.Names())
 	p.apps.Store(set)
 	p.mu.Lock()
 	var excess []string

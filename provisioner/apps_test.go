@@ -65,8 +65,7 @@ func recordSpecs(h *harness) func() map[string]provisioner.Spec {
 
 func TestSpawnRunsTheRequestedApp(t *testing.T) {
 	cfg := testConfig()
-	cfg.Catalog = mustCatalog(t, strings.ReplaceAll(testApps, "warm_pool", "# warm_pool"))
-	h := newHarness(t, cfg)
+	h := newHarness(t, cfg, mustCatalog(t, strings.ReplaceAll(testApps, "warm_pool", "# warm_pool")))
 	specs := recordSpecs(h)
 	h.run(t)
 
@@ -111,8 +110,7 @@ func TestSpawnRunsTheRequestedApp(t *testing.T) {
 
 func TestSpawnRefusesWhatTheAppDoesNotAllow(t *testing.T) {
 	cfg := testConfig()
-	cfg.Catalog = mustCatalog(t, strings.ReplaceAll(testApps, "warm_pool", "# warm_pool"))
-	h := newHarness(t, cfg)
+	h := newHarness(t, cfg, mustCatalog(t, strings.ReplaceAll(testApps, "warm_pool", "# warm_pool")))
 	h.run(t)
 	rep := h.spawn(t, messages.SpawnRequest{App: "jupyter"})
 	if rep.Error == nil || rep.Error.Code != messages.CodeBadRequest || !strings.Contains(rep.Error.Message, "the apps are demo, files") {
@@ -129,23 +127,22 @@ func TestSpawnRefusesWhatTheAppDoesNotAllow(t *testing.T) {
 
 func TestCatalogRoutingTheGatewayCannotServe(t *testing.T) {
 	cfg := testConfig()
-	cfg.Catalog = mustCatalog(t, "apps:\n  a:\n    routing: subdomain\n")
-	_, err := provisioner.New(cfg, nil, nil, newMemBackend(), testLogger(t))
+	_, err := provisioner.New(cfg, provisioner.Deps{Backend: newMemBackend(), Log: testLogger(t),
+		Catalog: mustCatalog(t, "apps:\n  a:\n    routing: subdomain\n")})
 	if err == nil || !strings.Contains(err.Error(), `catalog apps.yaml: app "a": field "routing": subdomain`) ||
 		!strings.Contains(err.Error(), "SPAWNER_ROUTING=path") {
 		t.Fatalf("err = %v", err)
 	}
 	// path and path-keep mix: both address sessions by /p/<id>/.
-	cfg.Catalog = mustCatalog(t, "apps:\n  a:\n    routing: path-keep\n")
-	if _, err := provisioner.New(cfg, nil, nil, newMemBackend(), testLogger(t)); err != nil {
+	if _, err := provisioner.New(cfg, provisioner.Deps{Backend: newMemBackend(), Log: testLogger(t),
+		Catalog: mustCatalog(t, "apps:\n  a:\n    routing: path-keep\n")}); err != nil {
 		t.Fatalf("path-keep in a path installation: %v", err)
 	}
 }
 
 func TestWarmPoolsPerAppUnderConcurrency(t *testing.T) {
 	cfg := testConfig()
-	cfg.Catalog = mustCatalog(t, testApps)
-	h := newHarness(t, cfg)
+	h := newHarness(t, cfg, mustCatalog(t, testApps))
 	specs := recordSpecs(h)
 	h.run(t)
 	pooled := func() map[string][]string {

@@ -23,6 +23,17 @@ type Backend interface {
 	Stop(ctx context.Context, sessionID string) error
 	// List returns every instance the backend manages, for reconciliation.
 	List(ctx context.Context) ([]Instance, error)
+	// Traits says how the backend's instances behave, so the provisioner
+	// decides by what a backend does rather than by its name.
+	Traits() Traits
+}
+
+// Traits describe a backend to the provisioner.
+type Traits struct {
+	// Local means the instances run beside this provisioner and die with
+	// it: it stops them when it exits, and its List shows only its own,
+	// so it reconciles only the records it owns.
+	Local bool
 }
 
 // Spec is what a backend needs to start one session.

@@ -1,7 +1,6 @@
 package provisioner_test
 
 import (
-	"log/slog"
 	"testing"
 
 	"github.com/spawnerhq/spawner/provisioner"
@@ -16,7 +15,7 @@ func TestNewRejectsNonPositiveSettings(t *testing.T) {
 	} {
 		cfg := testConfig()
 		mutate(&cfg)
-		if _, err := provisioner.New(cfg, nil, nil, newMemBackend(), slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := provisioner.New(cfg, provisioner.Deps{Backend: newMemBackend()}); err == nil {
 			t.Errorf("New accepted %+v", cfg)
 		}
 	}

@@ -14,7 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/spawnerhq/spawner/internal/bustest"
+	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
@@ -43,6 +45,9 @@ type memBackend struct {
 func newMemBackend() *memBackend {
 	return &memBackend{instances: map[string]provisioner.Instance{}, running: make(chan struct{})}
 }
+
+// Traits are a shared backend's: the provisioner reconciles every record.
+func (b *memBackend) Traits() provisioner.Traits { return provisioner.Traits{} }
 
 func (b *memBackend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {
 	b.mu.Lock()
@@ -142,13 +147,16 @@ type harness struct {
 
 func testConfig() provisioner.Config {
 	return provisioner.Config{
-		Prefix: messages.DefaultPrefix, Backend: backendName, Name: "prov-test",
-		PublicURL: "https://spawner.example/", Concurrency: 32, SpawnTimeout: 10 * time.Second,
+		Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Backend: backendName, Name: "prov-test",
+		Sessions:    settings.Sessions{PublicURL: "https://spawner.example/", SpawnTimeout: 10 * time.Second},
+		Concurrency: 32,
 		IdleTimeout: 5 * time.Minute, Reconcile: time.Hour,
 	}
 }
 
-func newHarness(t *testing.T, cfg provisioner.Config) *harness {
+// newHarness builds a provisioner for cfg on a memory backend; cat, when
+// given, is its catalog.
+func newHarness(t *testing.T, cfg provisioner.Config, cat ...*catalog.Catalog) *harness {
 	t.Helper()
 	env := bustest.Run(t)
 	client, err := nats.Connect(env.Server.ClientURL())
@@ -159,7 +167,11 @@ func newHarness(t *testing.T, cfg provisioner.Config) *harness {
 	reg := registry.New(env.KV)
 	backend := newMemBackend()
 	log := testLogger(t)
-	prov, err := provisioner.New(cfg, env.Conn, reg, backend, log)
+	deps := provisioner.Deps{NATS: env.Conn, Registry: reg, Backend: backend, Log: log}
+	if len(cat) > 0 {
+		deps.Catalog = cat[0]
+	}
+	prov, err := provisioner.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

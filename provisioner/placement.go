@@ -17,7 +17,7 @@ import (
 
 // subscribePools subscribes to the subjects every pool shares.
 func (p *Provisioner) subscribePools(spawns chan *nats.Msg) ([]*nats.Subscription, error) {
-	info, err := json.Marshal(messages.PoolInfo{Pool: p.cfg.Pool, Labels: p.labels, Provisioner: p.cfg.Name})
+	info, err := json.Marshal(messages.PoolInfo{Pool: p.cfg.Pool, Labels: p.labels, Provisioner: p.name})
 	if err != nil {
 		return nil, fmt.Errorf("encode pool info: %w", err)
 	}

@@ -175,7 +175,7 @@ func (p *Provisioner) adoptPooled(ctx context.Context) {
 	}
 	for _, e := range entries {
 		s := e.Session
-		if s.Pooled && s.Owner == p.cfg.Name && s.Status == messages.StatusReady && s.Backend == p.cfg.Backend {
+		if s.Pooled && s.Owner == p.name && s.Status == messages.StatusReady && s.Backend == p.cfg.Backend {
 			if a, ok := p.apps.Load().cat.Get(p.appOf(s)); ok && a.WarmPool > 0 {
 				p.pushPooled(a.Name, s.ID)
 				continue

@@ -4,6 +4,7 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,15 +20,15 @@ import (
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the provisioner's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
-	// Pool names the pool this provisioner serves; its sessions' URLs are
-	// those of the pool's gateways (PublicURL).
-	Pool string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
+	settings.Layout
+	// Sessions are the URL and spawn settings the gateway shares.
+	settings.Sessions
 	// PoolLabels describe the pool to placement: a request's placement
 	// must match every one it names.
 	PoolLabels string `envconfig:"POOL_LABELS" desc:"the labels of this provisioner's pool that requests place by, as key=value,key=value (e.g. region=eu,gpu=true)"`
@@ -35,36 +36,46 @@ type Config struct {
 	Backend string `envconfig:"BACKEND" default:"process" desc:"what a session runs as: process, docker or kubernetes"`
 	// Name identifies this provisioner; it owns the sessions it starts. A
 	// stable name lets a restarted provisioner adopt its old records.
-	Name string `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
-	// PublicURL is the base of session URLs: <PublicURL>/p/<id>/.
-	PublicURL string `envconfig:"PUBLIC_URL" desc:"base of session URLs, e.g. https://example.com (default: from the listen address)"`
-	// Routing is path, path-keep or subdomain; it shapes session URLs and
-	// the base path apps get (messages.Routing).
-	Routing string `envconfig:"ROUTING" default:"path" desc:"how session URLs map onto apps: path, path-keep or subdomain"`
-	// SessionDomain is the parent domain of session hosts under subdomain
-	// routing: <id>.<SessionDomain>.
-	SessionDomain string        `envconfig:"SESSION_DOMAIN" desc:"parent domain of session hosts under subdomain routing"`
-	Concurrency   int           `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
-	SpawnTimeout  time.Duration `envconfig:"SPAWN_TIMEOUT" default:"60s" desc:"a session not ready in this time fails"`
-	IdleTimeout   time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
-	MaxLifetime   time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
-	MaxSessions   int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
+	Name        string        `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
+	Concurrency int           `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
+	IdleTimeout time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
+	MaxLifetime time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
+	MaxSessions int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
 	// EnvAllow lists the env names and prefixes (NAME*) requests may set;
 	// empty means any but messages.DefaultEnvDeny.
 	EnvAllow  string        `envconfig:"ENV_ALLOW" desc:"env names and PREFIX*es a request may set; empty refuses the loader variables of the default deny list"`
 	Reconcile time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s" desc:"how often the registry is compared with the backend"`
 	// WarmPool is how many ready, unclaimed sessions to keep at hand.
 	WarmPool int `envconfig:"WARM_POOL_SIZE" default:"0" desc:"ready, unclaimed sessions kept at hand"`
-	// StopOnShutdown stops this provisioner's sessions when it exits. It
-	// is right for the process backend, whose sessions cannot outlive it.
+	// StopOnShutdown stops this provisioner's sessions when it exits. It is
+	// always on for a local backend (Traits.Local), such as the process
+	// backend, whose sessions cannot outlive it.
 	StopOnShutdown bool `envconfig:"STOP_ON_SHUTDOWN" desc:"stop this provisioner's sessions when it exits (always on for the process backend)"`
+}
+
+// Deps are what a provisioner works with besides its settings.
+type Deps struct {
+	// NATS carries the spawn and stop requests and the events.
+	NATS *nats.Conn
+	// Registry is the session registry the provisioner keeps true.
+	Registry *registry.Registry
+	// Backend starts and stops the instances.
+	Backend Backend
+	// Now is the provisioner's clock; nil is time.Now.
+	Now func() time.Time
+	// Log receives the provisioner's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics records spawns, failures and terminations; nil records nothing.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 	// Tokens, when set, gives every reply the session's access token.
-	Tokens TokenSigner `ignored:"true"`
+	Tokens TokenSigner
 	// Catalog is the apps requests may pick (SPAWNER_APPS); nil is the one
-	// app the settings above define.
-	Catalog *catalog.Catalog `ignored:"true"`
+	// app the settings define.
+	Catalog *catalog.Catalog
+	// GatewayURL is where browsers reach the gateway, the base of session
+	// URLs when cfg.PublicURL is empty. It is known only once the gateway
+	// listens, so no setting's default can hold it.
+	GatewayURL string
 }
 
 // TokenSigner derives a session's access token from its id.
@@ -81,8 +92,14 @@ type Provisioner struct {
 	log     *slog.Logger
 	subj    messages.Subjects
 	now     func() time.Time
-	routing messages.Routing
-	env     messages.EnvPolicy
+	mx      *metrics.Metrics
+	tokens  TokenSigner
+	// name is cfg.Name, or the host name when that is empty.
+	name string
+	// publicURL is cfg.PublicURL, or deps.GatewayURL when that is empty.
+	publicURL string
+	routing   messages.Routing
+	env       messages.EnvPolicy
 	// labels are the pool's labels (SPAWNER_POOL_LABELS).
 	labels map[string]string
 	// apps is the catalog in force; SetCatalog swaps it.
@@ -103,8 +120,9 @@ type Provisioner struct {
 	work *workQueue
 }
 
-// New builds a provisioner; Run starts it.
-func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log *slog.Logger) (*Provisioner, error) {
+// New builds a provisioner from its settings and its dependencies; Run
+// starts it.
+func New(cfg Config, deps Deps) (*Provisioner, error) {
 	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, fmt.Errorf("SPAWNER_POOL: %w", err)
@@ -113,9 +131,10 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, fmt.Errorf("SPAWNER_POOL_LABELS: %w", err)
 	}
-	if cfg.Name == "" {
-		host, _ := os.Hostname()
-		cfg.Name = host
+	name := cfg.Name
+	if name == "" {
+		// The host name is known only at run time, so no tag can hold it.
+		name, _ = os.Hostname()
 	}
 	// The defaults live in the tags; zero here is a mistake to report.
 	if cfg.Concurrency < 1 {
@@ -138,18 +157,25 @@ func New(cfg Config, nc *nats.Conn, reg *registry.Registry, backend Backend, log
 	if err != nil {
 		return nil, err
 	}
-	set, err := checkCatalog(cfg, cfg.Catalog, routing)
+	set, err := checkCatalog(cfg, deps.Catalog, routing)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Metrics.KnowApps(set.cat.Names())
+	deps.Metrics.KnowApps(set.cat.Names())
+	now, log := deps.Now, deps.Log
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	log = log.With("component", "provisioner")
 	p := &Provisioner{
 		routing: routing, env: env, labels: labels, work: newWorkQueue(log),
 		pool: map[string][]string{}, poolFilling: map[string]int{},
-		cfg: cfg, nc: nc, reg: reg, backend: backend, subj: subj,
-		log: log, now: time.Now,
-		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: time.Now(), ready: make(chan struct{}),
+		cfg: cfg, nc: deps.NATS, reg: deps.Registry, backend: deps.Backend, subj: subj,
+		log: log, now: now, mx: deps.Metrics, tokens: deps.Tokens, name: name, publicURL: cmp.Or(cfg.PublicURL, deps.GatewayURL),
+		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: now(), ready: make(chan struct{}),
 	}
 	p.apps.Store(set)
 	return p, nil
@@ -168,8 +194,8 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	go func() { backendDone <- p.backend.Run(backendCtx, exits) }()
 
 	spawns := make(chan *nats.Msg, p.cfg.Concurrency*4)
-	p.cfg.Metrics.TrackSpawnQueue(func() int { return len(spawns) })
-	defer p.cfg.Metrics.TrackSpawnQueue(nil)
+	p.mx.TrackSpawnQueue(func() int { return len(spawns) })
+	defer p.mx.TrackSpawnQueue(nil)
 	spawnSub, err := p.nc.ChanQueueSubscribe(p.subj.Requested(), "provisioner", spawns)
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", p.subj.Requested(), err)
@@ -182,11 +208,11 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	}
 	// Stops handed on by another provisioner, for sessions only this one
 	// can end; on the same workers as the others.
-	ownerSub, err := p.nc.ChanSubscribe(p.subj.OwnerStop(p.cfg.Name), stops)
+	ownerSub, err := p.nc.ChanSubscribe(p.subj.OwnerStop(p.name), stops)
 	if err != nil {
 		_ = spawnSub.Unsubscribe()
 		_ = stopSub.Unsubscribe()
-		return fmt.Errorf("subscribe %s: %w", p.subj.OwnerStop(p.cfg.Name), err)
+		return fmt.Errorf("subscribe %s: %w", p.subj.OwnerStop(p.name), err)
 	}
 	pingSub, err := p.nc.QueueSubscribe(p.subj.Ping(), "provisioner", func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
 	if err != nil {
@@ -237,7 +263,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { p.reconcileLoop(ctx) })
 	wg.Go(func() { p.fillPool(ctx) })
-	p.log.Info("provisioner started", "name", p.cfg.Name, "pool", p.cfg.Pool, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
+	p.log.Info("provisioner started", "name", p.name, "pool", p.cfg.Pool, "backend", p.cfg.Backend, "concurrency", p.cfg.Concurrency)
 
 	<-ctx.Done()
 	_ = pingSub.Unsubscribe()
@@ -256,7 +282,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	close(stops)
 	wg.Wait()
 	p.work.close()
-	if p.cfg.StopOnShutdown {
+	if p.cfg.StopOnShutdown || p.backend.Traits().Local {
 		p.stopOwned(work)
 	}
 	stopBackend()
@@ -283,7 +309,7 @@ func (p *Provisioner) stopOwned(ctx context.Context) {
 	}
 	var wg sync.WaitGroup
 	for _, e := range entries {
-		if e.Session.Owner != p.cfg.Name {
+		if e.Session.Owner != p.name {
 			continue
 		}
 		wg.Go(func() {
@@ -312,8 +338,8 @@ func (p *Provisioner) emit(ev messages.Event) {
 
 // withToken adds the session's access token when per-session auth is on.
 func (p *Provisioner) withToken(rep messages.SpawnReply) messages.SpawnReply {
-	if p.cfg.Tokens != nil && rep.SessionID != "" {
-		rep.Token = p.cfg.Tokens.Token(rep.SessionID)
+	if p.tokens != nil && rep.SessionID != "" {
+		rep.Token = p.tokens.Token(rep.SessionID)
 	}
 	return rep
 }

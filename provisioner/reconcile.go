@@ -62,9 +62,9 @@ func (p *Provisioner) Reconcile(ctx context.Context) error {
 				return err
 			}
 			// An orphan has no record to say which app it ran.
-			p.cfg.Metrics.SessionTerminated("unknown", messages.ReasonOrphaned)
+			p.mx.SessionTerminated("unknown", messages.ReasonOrphaned)
 			p.emit(messages.Event{Type: messages.EventTerminated, SessionID: inst.SessionID,
-				Backend: p.cfg.Backend, Owner: p.cfg.Name, Reason: messages.ReasonOrphaned})
+				Backend: p.cfg.Backend, Owner: p.name, Reason: messages.ReasonOrphaned})
 			return nil
 		})
 		if err != nil {
@@ -111,7 +111,7 @@ func (p *Provisioner) mine(s messages.Session) bool {
 	if s.Backend != p.cfg.Backend {
 		return false
 	}
-	return p.cfg.Backend != "process" || s.Owner == p.cfg.Name
+	return !p.backend.Traits().Local || s.Owner == p.name
 }
 
 // stopLogged stops through the work queue, after any other operation on

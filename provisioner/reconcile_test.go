@@ -93,12 +93,12 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	cfg := testConfig()
 	cfg.Prefix = "a.b"
-	if _, err := provisioner.New(cfg, nil, nil, newMemBackend(), log); err == nil {
+	if _, err := provisioner.New(cfg, provisioner.Deps{Backend: newMemBackend(), Log: log}); err == nil {
 		t.Error("a bad prefix was accepted")
 	}
 	cfg = testConfig()
 	cfg.SpawnTimeout = 0
-	if _, err := provisioner.New(cfg, nil, nil, newMemBackend(), log); err == nil {
+	if _, err := provisioner.New(cfg, provisioner.Deps{Backend: newMemBackend(), Log: log}); err == nil {
 		t.Error("a zero spawn timeout was accepted")
 	}
 }

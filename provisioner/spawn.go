@@ -60,7 +60,7 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 				break
 			}
 			if !errors.Is(err, registry.ErrExists) || attempt == 3 {
-				p.cfg.Metrics.SpawnFailed(metrics.FailRegistry, 0)
+				p.mx.SpawnFailed(metrics.FailRegistry, 0)
 				return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "claim key: %v", err)
 			}
 			rep, ok, err := p.existing(ctx, req.Key, bound)
@@ -70,7 +70,7 @@ func (p *Provisioner) Spawn(ctx context.Context, req messages.SpawnRequest) (mes
 		}
 	}
 	if err := p.checkCapacity(ctx, id); err != nil {
-		p.cfg.Metrics.SpawnFailed(metrics.FailCapacity, 0)
+		p.mx.SpawnFailed(metrics.FailCapacity, 0)
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 		return messages.SpawnReply{}, err
 	}
@@ -164,7 +164,7 @@ func (p *Provisioner) release(ctx context.Context, id string) {
 }
 
 func (p *Provisioner) sessionURL(id string) string {
-	return p.routing.SessionURL(p.cfg.PublicURL, p.cfg.SessionDomain, id)
+	return p.routing.SessionURL(p.publicURL, p.cfg.SessionDomain, id)
 }
 
 func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnRequest, app catalog.App, pooled bool) (messages.SpawnReply, error) {
@@ -174,7 +174,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	spec := p.spec(id, p.sessionURL(id), req, app)
 	s := messages.Session{
 		ID: id, App: app.Name, Routing: messages.Routing(app.Routing), Key: req.Key, RequestID: req.RequestID, Status: messages.StatusCreating,
-		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Pool: p.cfg.Pool, Owner: p.cfg.Name,
+		URL: spec.URL, Labels: spec.Labels, Backend: p.cfg.Backend, Pool: p.cfg.Pool, Owner: p.name,
 		IdleTimeoutSeconds: seconds(req.IdleTimeoutSeconds, p.idleTimeout(app)),
 		MaxLifetimeSeconds: seconds(req.MaxLifetimeSeconds, p.maxLifetime(app)),
 		CreatedAt:          start.UTC(),
@@ -182,7 +182,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 	}
 	rev, err := p.reg.Create(ctx, s)
 	if err != nil {
-		p.cfg.Metrics.SpawnFailed(metrics.FailRegistry, 0)
+		p.mx.SpawnFailed(metrics.FailRegistry, 0)
 		_ = p.reg.ReleaseKey(ctx, req.Key, id)
 		p.release(ctx, id)
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeUnavailable, "%v", err)
@@ -210,7 +210,7 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 			// the client may retry, not a failure of this spawn's app.
 			code = messages.CodeUnavailable
 		}
-		p.cfg.Metrics.SpawnFailed(failure, p.now().Sub(start))
+		p.mx.SpawnFailed(failure, p.now().Sub(start))
 		// The backend's error says what the app did; only this names the session.
 		return messages.SpawnReply{}, messages.Errorf(code, "session %s did not start: %v", id, err)
 	}
@@ -220,13 +220,13 @@ func (p *Provisioner) create(ctx context.Context, id string, req messages.SpawnR
 		// A stop arrived while we were starting; it wins.
 		err = fmt.Errorf("stopped while starting: %w", err)
 		log.Info("spawn cancelled", "err", err)
-		p.cfg.Metrics.SpawnFailed(metrics.FailCancelled, p.now().Sub(start))
+		p.mx.SpawnFailed(metrics.FailCancelled, p.now().Sub(start))
 		p.rollback(ctx, s, 0, err, start)
 		return messages.SpawnReply{}, messages.Errorf(messages.CodeSpawnFailed, "session %s: %v", id, err)
 	}
 	took := p.now().Sub(start)
 	log.Info("session ready", "upstream", inst.Upstream, "took", took)
-	p.cfg.Metrics.SpawnReady(took)
+	p.mx.SpawnReady(took)
 	p.emit(messages.Event{Type: messages.EventReady, SessionID: id, App: s.App, RequestID: req.RequestID, Key: req.Key,
 		URL: s.URL, Upstream: s.Upstream, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels,
 		SpawnSeconds: took.Seconds()})

@@ -47,15 +47,15 @@ const ownerStopTimeout = 20 * time.Second
 // terminated while the app ran on until its owner's next reconcile. It
 // relays the owner's answer and reports true, or reports false when this
 // provisioner is to stop the session itself: the session is its own, or
-// not a process-backend one, or no owner answers (it is gone, and its
-// apps died with it).
+// its backend's instances do not live beside their provisioner, or no
+// owner answers (it is gone, and its apps died with it).
 func (p *Provisioner) forwardStop(ctx context.Context, msg *nats.Msg, id string) bool {
 	entry, err := p.reg.Get(ctx, id)
 	if err != nil {
 		return false
 	}
 	s := entry.Session
-	if s.Backend != "process" || s.Owner == "" || s.Owner == p.cfg.Name {
+	if !p.backend.Traits().Local || s.Owner == "" || s.Owner == p.name {
 		return false
 	}
 	fctx, cancel := context.WithTimeout(ctx, ownerStopTimeout)
@@ -175,7 +175,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
 	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
-	p.cfg.Metrics.SessionTerminated(p.appOf(s), reason)
+	p.mx.SessionTerminated(p.appOf(s), reason)
 	return nil
 }
 
@@ -215,7 +215,7 @@ func (p *Provisioner) deleteRecord(ctx context.Context, id string, rev uint64) e
 // spawn in this process works on it, and either this provisioner wrote it
 // before it last started, or it is past the spawn timeout.
 func (p *Provisioner) abandoned(s messages.Session) bool {
-	ownOldRun := s.Owner == p.cfg.Name && s.CreatedAt.Before(p.started)
+	ownOldRun := s.Owner == p.name && s.CreatedAt.Before(p.started)
 	if !ownOldRun && p.now().Sub(s.CreatedAt) < p.cfg.SpawnTimeout+30*time.Second {
 		return false
 	}
@@ -229,9 +229,9 @@ func (p *Provisioner) track(id string, on bool) {
 	defer p.mu.Unlock()
 	if on {
 		p.inflight[id] = true
-		p.cfg.Metrics.SpawnStarted()
+		p.mx.SpawnStarted()
 	} else {
 		delete(p.inflight, id)
-		p.cfg.Metrics.SpawnDone()
+		p.mx.SpawnDone()
 	}
 }

@@ -131,7 +131,7 @@ func TestStopGoesToTheOwner(t *testing.T) {
 	}
 	t.Cleanup(ncB.Close)
 	backendB := newMemBackend()
-	provB, err := provisioner.New(cfgB, ncB, h.reg, backendB, testLogger(t))
+	provB, err := provisioner.New(cfgB, provisioner.Deps{NATS: ncB, Registry: h.reg, Backend: backendB, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,13 +18,13 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
 // Config holds the reaper's settings.
 type Config struct {
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
-	Pool   string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
+	settings.Layout
 	// FailureGrace is how long probes may fail before the session ends.
 	FailureGrace time.Duration `envconfig:"PROBE_FAILURE_GRACE" default:"30s" desc:"a session whose probes fail this long ends (unhealthy)"`
 	// Sweep is how often records are checked for their lifetime, which
@@ -32,8 +32,22 @@ type Config struct {
 	Sweep       time.Duration `envconfig:"LIFETIME_SWEEP" default:"15s" desc:"how often sessions are checked against their maximum lifetime"`
 	StopTimeout time.Duration `envconfig:"STOP_TIMEOUT" default:"10s" desc:"how long the reaper waits for one stop request"`
 	Concurrency int           `envconfig:"REAP_CONCURRENCY" default:"64" desc:"stop requests the reaper has in flight at once"`
+}
+
+// Deps are what a reaper works with besides its settings.
+type Deps struct {
+	// JetStream holds the heartbeat stream the reaper consumes.
+	JetStream jetstream.JetStream
+	// NATS carries the stop requests and the registry watch.
+	NATS *nats.Conn
+	// Registry is where the reaper reads sessions.
+	Registry *registry.Registry
+	// Now is the reaper's clock; nil is time.Now.
+	Now func() time.Time
+	// Log receives the reaper's messages; nil discards them.
+	Log *slog.Logger
 	// Metrics counts reaps by reason; nil records nothing.
-	Metrics *metrics.Metrics `ignored:"true"`
+	Metrics *metrics.Metrics
 }
 
 // Reaper decides when sessions end.
@@ -44,6 +58,7 @@ type Reaper struct {
 	reg  *registry.Registry
 	now  func() time.Time
 	log  *slog.Logger
+	mx   *metrics.Metrics
 	subj messages.Subjects
 
 	mu       sync.Mutex
@@ -51,8 +66,8 @@ type Reaper struct {
 	cache    *registry.Cache
 }
 
-// New builds a reaper; now is its clock.
-func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Registry, now func() time.Time, log *slog.Logger) (*Reaper, error) {
+// New builds a reaper from its settings and its dependencies.
+func New(cfg Config, deps Deps) (*Reaper, error) {
 	subj, err := messages.NewPoolSubjects(cfg.Prefix, cfg.Pool)
 	if err != nil {
 		return nil, err
@@ -63,9 +78,16 @@ func New(cfg Config, js jetstream.JetStream, nc *nats.Conn, reg *registry.Regist
 		return nil, fmt.Errorf("reaper: SPAWNER_STOP_TIMEOUT (%s), SPAWNER_LIFETIME_SWEEP (%s) and SPAWNER_REAP_CONCURRENCY (%d) must be positive",
 			cfg.StopTimeout, cfg.Sweep, cfg.Concurrency)
 	}
-	r := &Reaper{cfg: cfg, js: js, nc: nc, reg: reg, now: now, subj: subj,
-		log: log.With("component", "reaper"), stopping: map[string]bool{}}
-	r.cache = registry.NewCache(reg, nc, r.log)
+	now, log := deps.Now, deps.Log
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Reaper{cfg: cfg, js: deps.JetStream, nc: deps.NATS, reg: deps.Registry, now: now, subj: subj,
+		mx: deps.Metrics, log: log.With("component", "reaper"), stopping: map[string]bool{}}
+	r.cache = registry.NewCache(r.reg, r.nc, r.log)
 	return r, nil
 }
 
@@ -259,7 +281,7 @@ func (r *Reaper) stop(ctx context.Context, id string, reason messages.Reason, de
 		return rep.Error
 	}
 	if rep.Found {
-		r.cfg.Metrics.Reaped(reason)
+		r.mx.Reaped(reason)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
@@ -110,7 +111,7 @@ func newHarness(t *testing.T, cfg reaper.Config) *harness {
 }
 
 func defaultConfig() reaper.Config {
-	return reaper.Config{Prefix: messages.DefaultPrefix, FailureGrace: 30 * time.Second, Sweep: time.Hour,
+	return reaper.Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, FailureGrace: 30 * time.Second, Sweep: time.Hour,
 		StopTimeout: 5 * time.Second, Concurrency: 8}
 }
 
@@ -118,7 +119,7 @@ func defaultConfig() reaper.Config {
 func (h *harness) run(t *testing.T) {
 	t.Helper()
 	log := testLogger(t)
-	r, err := reaper.New(h.cfg, h.env.JS, h.env.Conn, h.reg, h.clock.Now, log)
+	r, err := reaper.New(h.cfg, reaper.Deps{JetStream: h.env.JS, NATS: h.env.Conn, Registry: h.reg, Now: h.clock.Now, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func TestUndecodableHeartbeatIsDropped(t *testing.T) {
 func TestNewRejectsBadPrefix(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.Prefix = "a b"
-	if _, err := reaper.New(cfg, nil, nil, nil, time.Now, slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := reaper.New(cfg, reaper.Deps{}); err == nil {
 		t.Fatal("accepted a bad prefix")
 	}
 }
@@ -371,7 +372,7 @@ func TestNewRejectsNonPositiveSettings(t *testing.T) {
 	} {
 		cfg := defaultConfig()
 		mutate(&cfg)
-		if _, err := reaper.New(cfg, nil, nil, nil, time.Now, slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := reaper.New(cfg, reaper.Deps{}); err == nil {
 			t.Errorf("New accepted %+v", cfg)
 		}
 	}

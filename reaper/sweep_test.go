@@ -3,7 +3,6 @@ package reaper
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bustest"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -68,8 +68,8 @@ func TestSweepStopsThroughTheSemaphore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r, err := New(Config{Prefix: messages.DefaultPrefix, FailureGrace: time.Minute, Sweep: time.Hour,
-		StopTimeout: 10 * time.Second, Concurrency: limit}, env.JS, env.Conn, reg, time.Now, slog.New(slog.DiscardHandler))
+	r, err := New(Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, FailureGrace: time.Minute, Sweep: time.Hour,
+		StopTimeout: 10 * time.Second, Concurrency: limit}, Deps{JetStream: env.JS, NATS: env.Conn, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -326,7 +326,9 @@ func writeSessionDetail(w io.Writer, s client.Session, now time.Time) error {
 	if s.SecondsInactive != nil {
 		row("Idle", humanDuration(time.Duration(*s.SecondsInactive)*time.Second))
 	}
-	row("Probe error", s.ProbeError)
+	if s.ProbeError != nil {
+		row("Probe error", *s.ProbeError)
+	}
 	for k, v := range s.Labels {
 		row("Label "+k, v)
 	}

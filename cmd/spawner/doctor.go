@@ -157,7 +157,7 @@ func answersReadyz(ctx context.Context, addr string) bool {
 // account's limits, which fails when JetStream is off.
 func checkNATS(ctx context.Context, cfg bus.Config) checkResult {
 	const name = "nats"
-	nc, err := bus.Connect(cfg, "spawner-doctor", nil, slog.New(slog.DiscardHandler))
+	nc, err := bus.Connect(cfg, "", "spawner-doctor", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return failed(name, err.Error(), "check SPAWNER_NATS_URL and the SPAWNER_NATS_* credentials")
 	}

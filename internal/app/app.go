@@ -17,6 +17,8 @@ import (
 
 	gateway "github.com/spawnerhq/spawner/api-gateway"
 	"github.com/spawnerhq/spawner/internal/bus"
+	"github.com/spawnerhq/spawner/internal/catalog"
+	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/internal/sessiontoken"
 	"github.com/spawnerhq/spawner/prober"
@@ -83,18 +85,26 @@ func (m *Main) NATSConfig(role string) bus.Config {
 }
 
 // Run runs mode's components until ctx is done, then shuts them down and
-// closes NATS last, because stopping sessions still needs it.
+// closes NATS last, because stopping sessions still needs it. m.Config is
+// only read: what the settings do not hold (collectors, the catalog, the
+// token signer) goes to each component as a dependency.
 func (m *Main) Run(ctx context.Context, mode Mode) error {
-	// Run fills in what the settings leave open (collectors, URLs, the
-	// token signer) on its own copy: m.Config stays what the caller gave.
 	cfg := m.Config
-	if err := useCatalog(&cfg); err != nil {
+	cat, err := m.catalog()
+	if err != nil {
 		return err
 	}
-	mx := useMetrics(&cfg)
+	// One set of collectors for every component, so one /metrics shows all.
+	deps := shared{metrics: metrics.New(), catalog: cat}
+	deps.metrics.SetPool(cfg.Bus.Pool)
 	var nc *nats.Conn
 	if (mode == ModeAll && cfg.Bus.URL == "") || cfg.Common.SessionAuth == "token" {
 		if err := privateDir(cfg.Common.DataDir, m.Log); err != nil {
+			return err
+		}
+	}
+	if mode == ModeAll || mode == ModeGateway || mode == ModeProvisioner {
+		if deps.signer, err = m.sessionSigner(); err != nil {
 			return err
 		}
 	}
@@ -119,7 +129,7 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 		if mode == ModeAll {
 			role = bus.RoleAll
 		}
-		if nc, err = bus.Connect(cfg.Bus.ForRole(role, cfg.Common.DataDir), "spawner-"+string(mode), nil, m.Log); err != nil {
+		if nc, err = bus.Connect(cfg.Bus.ForRole(role, cfg.Common.DataDir), role, "spawner-"+string(mode), nil, m.Log); err != nil {
 			return err
 		}
 	}
@@ -132,31 +142,31 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	if err != nil {
 		return err
 	}
-	reg := registry.New(kv)
+	deps.nc, deps.reg = nc, registry.New(kv)
 
 	var g run.Group
-	if err := m.addMetrics(ctx, &g, mode, mx, reg); err != nil {
+	if err := m.addMetrics(ctx, &g, mode, deps.metrics, deps.reg); err != nil {
 		return err
 	}
 	if mode == ModeAll || mode == ModeGateway {
-		if err := m.addGateway(ctx, &g, &cfg, nc, reg); err != nil {
+		if err := m.addGateway(ctx, &g, deps); err != nil {
 			return err
 		}
 	}
 	if mode == ModeAll || mode == ModeProvisioner {
-		if err := m.addProvisioner(&g, &cfg, nc, reg); err != nil {
+		if err := m.addProvisioner(&g, deps); err != nil {
 			return err
 		}
 	}
 	if mode == ModeAll || mode == ModeProber {
-		p, err := prober.New(cfg.Prober, nc, reg, time.Now, m.Log)
+		p, err := prober.New(cfg.Prober, prober.Deps{NATS: nc, Registry: deps.reg, Now: time.Now, Log: m.Log, Metrics: deps.metrics})
 		if err != nil {
 			return err
 		}
 		addActor(ctx, &g, p.Run)
 	}
 	if mode == ModeAll || mode == ModeReaper {
-		r, err := reaper.New(cfg.Reaper, js, nc, reg, time.Now, m.Log)
+		r, err := reaper.New(cfg.Reaper, reaper.Deps{JetStream: js, NATS: nc, Registry: deps.reg, Now: time.Now, Log: m.Log, Metrics: deps.metrics})
 		if err != nil {
 			return err
 		}
@@ -219,27 +229,23 @@ func addActor(parent context.Context, g *run.Group, fn func(context.Context) err
 	}, func(error) { cancel() })
 }
 
-func (m *Main) addGateway(ctx context.Context, g *run.Group, cfg *Config, nc *nats.Conn, reg *registry.Registry) error {
-	ln, err := net.Listen("tcp", cfg.Gateway.HTTPAddr)
+func (m *Main) addGateway(ctx context.Context, g *run.Group, deps shared) error {
+	cfg := m.Config.Gateway
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("gateway listen %s: %w", cfg.Gateway.HTTPAddr, err)
+		return fmt.Errorf("gateway listen %s: %w", cfg.HTTPAddr, err)
 	}
 	m.httpAddr = ln.Addr().String()
-	if cfg.Gateway.PublicURL == "" {
-		cfg.Gateway.PublicURL = DefaultPublicURL(m.httpAddr)
+	cat := deps.catalog
+	if cat == nil {
+		// Without SPAWNER_APPS, GET /apps lists the one app the settings define.
+		cat = catalog.Single(m.Config.Provisioner.WarmPool)
 	}
-	if cfg.Provisioner.PublicURL == "" {
-		cfg.Provisioner.PublicURL = cfg.Gateway.PublicURL
+	gd := gateway.Deps{NATS: deps.nc, Registry: deps.reg, Log: m.Log, Metrics: deps.metrics, Catalog: cat}
+	if deps.signer != nil {
+		gd.SessionTokens = deps.signer
 	}
-	signer, err := m.sessionSigner()
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	if signer != nil {
-		cfg.Gateway.SessionTokens = signer
-	}
-	gw, err := gateway.New(cfg.Gateway, nc, reg, m.Log)
+	gw, err := gateway.New(cfg, gd)
 	if err != nil {
 		ln.Close()
 		return err
@@ -254,42 +260,23 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, cfg *Config, nc *na
 	return nil
 }
 
-// DefaultPublicURL turns a listening address into the URL browsers use.
-func DefaultPublicURL(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "http://" + addr
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "localhost"
-	}
-	return "http://" + net.JoinHostPort(host, port)
-}
-
-func (m *Main) addProvisioner(g *run.Group, all *Config, nc *nats.Conn, reg *registry.Registry) error {
-	cfg := all.Provisioner
-	if cfg.PublicURL == "" {
-		cfg.PublicURL = DefaultPublicURL(all.Gateway.HTTPAddr)
-	}
+func (m *Main) addProvisioner(g *run.Group, deps shared) error {
+	cfg := m.Config.Provisioner
 	backend, err := m.backend(cfg.Backend)
 	if err != nil {
 		return err
 	}
-	if cfg.Backend == "process" {
-		// A local process cannot outlive the provisioner that started it.
-		cfg.StopOnShutdown = true
-		if err := m.checkIsolation(backend.(*process.Backend).Isolation()); err != nil {
+	if pb, ok := backend.(*process.Backend); ok {
+		if err := m.checkIsolation(pb.Isolation()); err != nil {
 			return err
 		}
 	}
-	signer, err := m.sessionSigner()
-	if err != nil {
-		return err
+	pd := provisioner.Deps{NATS: deps.nc, Registry: deps.reg, Backend: backend, Now: time.Now, Log: m.Log,
+		Metrics: deps.metrics, Catalog: deps.catalog, GatewayURL: m.gatewayURL()}
+	if deps.signer != nil {
+		pd.Tokens = deps.signer
 	}
-	if signer != nil {
-		cfg.Tokens = signer
-	}
-	p, err := provisioner.New(cfg, nc, reg, backend, m.Log)
+	p, err := provisioner.New(cfg, pd)
 	if err != nil {
 		return err
 	}

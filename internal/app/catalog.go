@@ -9,20 +9,13 @@ import (
 	"github.com/spawnerhq/spawner/provisioner/kube"
 )
 
-// useCatalog reads SPAWNER_APPS and hands the catalog to the gateway and
-// the provisioner, refusing at start what the configured backend cannot
-// run. Without it the gateway lists the one app the settings define.
-func useCatalog(cfg *Config) error {
-	if cfg.Common.Apps == "" {
-		cfg.Gateway.Catalog = catalog.Single(cfg.Provisioner.WarmPool)
-		return nil
+// catalog reads SPAWNER_APPS for the gateway and the provisioner, refusing
+// at start what the configured backend cannot run; it is nil without it.
+func (m *Main) catalog() (*catalog.Catalog, error) {
+	if m.Config.Common.Apps == "" {
+		return nil, nil
 	}
-	c, err := loadCatalog(*cfg)
-	if err != nil {
-		return err
-	}
-	cfg.Gateway.Catalog, cfg.Provisioner.Catalog = c, c
-	return nil
+	return loadCatalog(m.Config)
 }
 
 // loadCatalog reads SPAWNER_APPS and checks it against the backend.

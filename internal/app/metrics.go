@@ -15,19 +15,6 @@ import (
 // started; empty when there is none.
 func (m *Main) MetricsAddr() string { return m.metricsAddr }
 
-// useMetrics creates this process's collectors and hands them to every
-// component through cfg, Run's own copy of the Config, so one /metrics
-// shows them all.
-func useMetrics(cfg *Config) *metrics.Metrics {
-	mx := metrics.New()
-	mx.SetPool(cfg.Bus.Pool)
-	cfg.Gateway.Metrics = mx
-	cfg.Provisioner.Metrics = mx
-	cfg.Prober.Metrics = mx
-	cfg.Reaper.Metrics = mx
-	return mx
-}
-
 // addMetrics keeps the live-session gauge where a gateway runs and serves
 // /metrics on SPAWNER_METRICS_ADDR when it is set.
 func (m *Main) addMetrics(ctx context.Context, g *run.Group, mode Mode, mx *metrics.Metrics, reg *registry.Registry) error {

@@ -36,12 +36,11 @@ func (c Config) OwnCredentials() bool {
 	return c.Creds != "" || c.NKeyFile != "" || c.User != ""
 }
 
-// ForRole returns the settings a component connects with: its role's
-// private inbox, and, against an external NATS with no credentials of the
-// operator's, the role's generated seed file from the data dir if there is
-// one (as "spawner nats" writes it on the same data dir).
+// ForRole returns the settings a component of role connects with: against
+// an external NATS with no credentials of the operator's, the role's
+// generated seed file from the data dir if there is one (as "spawner nats"
+// writes it on the same data dir). The role itself goes to Connect.
 func (c Config) ForRole(role, dataDir string) Config {
-	c.Role = role
 	if c.URL != "" && !c.OwnCredentials() {
 		if f := CredentialsFile(dataDir, role); fileExists(f) {
 			c.NKeyFile = f

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -32,13 +33,10 @@ type Config struct {
 	// listening server requires credentials: the operator's, or role NKeys
 	// it generates into the data dir.
 	Listen string `envconfig:"NATS_LISTEN" desc:"the embedded server's client address; empty or off keeps the all-in-one's NATS in-process (spawner nats then uses 127.0.0.1:4222)"`
-	// Prefix starts every subject, stream and bucket name.
-	Prefix string `envconfig:"PREFIX" default:"spawner" desc:"prefix of every subject, stream and bucket"`
-	// Pool names this process's pool; it picks the pool's subjects,
-	// streams and bucket (messages.NewPoolSubjects).
-	Pool string `envconfig:"POOL" desc:"the pool this process belongs to, e.g. eu-1; empty is the default pool (see Placement)"`
-	// Replicas for streams and the bucket; use 3 on a NATS cluster.
-	Replicas int `envconfig:"NATS_REPLICAS" default:"1" desc:"stream and bucket replicas (3 on a NATS cluster)"`
+	// Layout holds the prefix of every subject, stream and bucket name.
+	settings.Layout
+	// Replication is the number of copies of streams and the bucket.
+	settings.Replication
 	// Memory keeps streams in memory instead of on disk (tests, benchmarks).
 	Memory bool `envconfig:"NATS_MEMORY_STORAGE" desc:"keep streams and the registry in memory instead of on disk"`
 
@@ -57,10 +55,6 @@ type Config struct {
 	ClusterConfig
 	// LeafConfig makes "spawner nats" a hub of leaf nodes, or a leaf.
 	LeafConfig
-	// Role is the NATS role a process connects as (see Permissions); set
-	// by the program, never by the environment. It picks the private
-	// reply inbox and the generated credentials file.
-	Role string `ignored:"true"`
 }
 
 // Subjects returns the names for cfg's prefix and pool.
@@ -69,15 +63,17 @@ func (c Config) Subjects() (messages.Subjects, error) {
 }
 
 // Connect dials NATS: the in-process server when srv is not nil, else cfg.URL.
-// It retries while the server is away, so that a restarted NATS is rejoined
-// without restarting Spawner.
-func Connect(cfg Config, name string, srv *server.Server, log *slog.Logger) (*nats.Conn, error) {
-	return connect(cfg, name, srv, log, nil)
+// role is the NATS role the process connects as (see Permissions), which
+// picks its private reply inbox; empty keeps the default inbox. It retries
+// while the server is away, so that a restarted NATS is rejoined without
+// restarting Spawner.
+func Connect(cfg Config, role, name string, srv *server.Server, log *slog.Logger) (*nats.Conn, error) {
+	return connect(cfg, role, name, srv, log, nil)
 }
 
 // connect is Connect with auth options that override cfg's, as the
 // all-in-one's in-memory key does.
-func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth []nats.Option) (*nats.Conn, error) {
+func connect(cfg Config, role, name string, srv *server.Server, log *slog.Logger, auth []nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -105,18 +101,14 @@ func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth
 	} else if url == "" {
 		return nil, errors.New("connect nats: no URL and no embedded server")
 	}
-	if cfg.Role != "" {
+	if role != "" {
 		subj, err := cfg.Subjects()
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(subj, cfg.Role)))
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(subj, role)))
 	}
-	if auth != nil {
-		// The caller's credentials replace cfg's; TLS stays cfg's.
-		cfg.Creds, cfg.NKeyFile, cfg.User, cfg.Password = "", "", "", ""
-	}
-	own, err := authOptions(cfg)
+	own, err := authOptions(cfg, auth == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -128,19 +120,21 @@ func connect(cfg Config, name string, srv *server.Server, log *slog.Logger, auth
 	return nc, nil
 }
 
-func authOptions(cfg Config) ([]nats.Option, error) {
+// authOptions turns cfg's credentials, when withCreds, and its TLS
+// settings into options; the caller's own credentials replace cfg's.
+func authOptions(cfg Config, withCreds bool) ([]nats.Option, error) {
 	var opts []nats.Option
-	if cfg.Creds != "" {
+	if withCreds && cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
 	}
-	if cfg.NKeyFile != "" {
+	if withCreds && cfg.NKeyFile != "" {
 		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("nats nkey %s: %w", cfg.NKeyFile, err)
 		}
 		opts = append(opts, o)
 	}
-	if cfg.User != "" {
+	if withCreds && cfg.User != "" {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
 	if cfg.TLSCA != "" || cfg.TLSCert != "" {

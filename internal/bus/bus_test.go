@@ -19,6 +19,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/bustest"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -61,7 +62,7 @@ func TestRunEmbeddedInProcessOnly(t *testing.T) {
 		if srv.Addr() != nil {
 			t.Errorf("Listen %q opened %v", listen, srv.Addr())
 		}
-		nc, err := bus.Connect(bus.Config{}, "test", srv, discard())
+		nc, err := bus.Connect(bus.Config{}, "", "test", srv, discard())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +87,7 @@ func TestRunEmbeddedBadListen(t *testing.T) {
 }
 
 func TestConnectNeedsAURL(t *testing.T) {
-	if _, err := bus.Connect(bus.Config{}, "test", nil, discard()); err == nil {
+	if _, err := bus.Connect(bus.Config{}, "", "test", nil, discard()); err == nil {
 		t.Fatal("Connect with no URL and no server succeeded")
 	}
 }
@@ -97,7 +98,7 @@ func TestConnectErrorsHideSecrets(t *testing.T) {
 		"nats://user:hunter2@[::1",
 		"nats://127.0.0.1:4222,nats://user:hunter2@host:y",
 	} {
-		_, err := bus.Connect(bus.Config{URL: u}, "test", nil, discard())
+		_, err := bus.Connect(bus.Config{URL: u}, "", "test", nil, discard())
 		if err == nil {
 			t.Errorf("Connect(%q) succeeded", u)
 			continue
@@ -121,7 +122,7 @@ func TestConnectBadCredentialFiles(t *testing.T) {
 		"missing cert":     {TLSCert: filepath.Join(dir, "none.crt"), TLSKey: filepath.Join(dir, "none.key")},
 	} {
 		cfg.URL = "nats://127.0.0.1:1"
-		if nc, err := bus.Connect(cfg, "test", nil, discard()); err == nil {
+		if nc, err := bus.Connect(cfg, "", "test", nil, discard()); err == nil {
 			nc.Close()
 			t.Errorf("%s: Connect succeeded", name)
 		}
@@ -139,7 +140,7 @@ func TestConnectWithUserAndPassword(t *testing.T) {
 	if !srv.ReadyForConnections(patience) {
 		t.Fatal("server not ready")
 	}
-	nc, err := bus.Connect(bus.Config{URL: srv.ClientURL(), User: "spawner", Password: "s3cret"}, "test", nil, discard())
+	nc, err := bus.Connect(bus.Config{URL: srv.ClientURL(), User: "spawner", Password: "s3cret"}, "", "test", nil, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestReconnectLogHidesToken(t *testing.T) {
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	url := strings.Replace(srv.ClientURL(), "nats://", "nats://tok3n-secret@", 1)
-	nc, err := bus.Connect(bus.Config{URL: url}, "test", nil, log)
+	nc, err := bus.Connect(bus.Config{URL: url}, "", "test", nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,8 +362,8 @@ func TestEnsureMemoryStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Shutdown()
-	cfg := bus.Config{Prefix: "mem", Memory: true}
-	nc, err := bus.Connect(cfg, "test", srv, discard())
+	cfg := bus.Config{Layout: settings.Layout{Prefix: "mem"}, Memory: true}
+	nc, err := bus.Connect(cfg, "", "test", srv, discard())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spawnerhq/spawner/internal/settings"
 )
 
 // freePorts returns n ports that were free a moment ago.
@@ -61,7 +63,7 @@ func startCluster(t *testing.T) ([]*Embedded, Config) {
 	servers := make([]*Embedded, 3)
 	errs := make(chan error, 3)
 	for i := range 3 {
-		c := Config{Prefix: "spawner", Replicas: 3, Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]),
+		c := Config{Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 3}, Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]),
 			ClusterConfig: ClusterConfig{ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[3+i]), Routes: routes,
 				ServerName: fmt.Sprintf("n%d", i), ClusterName: "spawner", ClusterUser: "route", ClusterPassword: "route-secret"}}
 		go func() {
@@ -86,7 +88,7 @@ func startCluster(t *testing.T) ([]*Embedded, Config) {
 	for _, s := range servers {
 		urls = append(urls, s.Server.ClientURL())
 	}
-	cfg := Config{URL: strings.Join(urls, ","), Prefix: "spawner", Replicas: 3}
+	cfg := Config{URL: strings.Join(urls, ","), Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 3}}
 	return servers, cfg.ForRole(RoleProvisioner, dirs[0])
 }
 
@@ -95,7 +97,7 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 		t.Skip("starts a three-server cluster")
 	}
 	servers, cfg := startCluster(t)
-	nc, err := Connect(cfg, "test", nil, slog.New(slog.DiscardHandler))
+	nc, err := Connect(cfg, RoleProvisioner, "test", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +189,7 @@ func TestClusterR3SurvivesAServer(t *testing.T) {
 }
 
 func TestClusterNeedsRoutePassword(t *testing.T) {
-	c := Config{Prefix: "spawner", Listen: "127.0.0.1:-1", ClusterConfig: ClusterConfig{ClusterListen: "127.0.0.1:-1", ServerName: "a"}}
+	c := Config{Layout: settings.Layout{Prefix: "spawner"}, Listen: "127.0.0.1:-1", ClusterConfig: ClusterConfig{ClusterListen: "127.0.0.1:-1", ServerName: "a"}}
 	_, err := StartEmbedded(c, t.TempDir(), true, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "SPAWNER_NATS_CLUSTER_PASSWORD") {
 		t.Fatalf("a cluster without a route password: %v", err)

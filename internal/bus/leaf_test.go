@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"log/slog"
 	"strings"
 	"testing"
@@ -30,14 +31,14 @@ func TestLeafNodesKeepJetStreamPerPool(t *testing.T) {
 		return e
 	}
 	leaf := LeafConfig{LeafPassword: "leaf-secret"}
-	hubCfg := Config{Prefix: "spawner", User: "u", Password: "p", Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+	hubCfg := Config{Layout: settings.Layout{Prefix: "spawner"}, User: "u", Password: "p", Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		ClusterConfig: ClusterConfig{ServerName: "hub"}, LeafConfig: leaf}
 	hubCfg.LeafListen = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	hubCfg.JetStreamDomain = "hub"
 	hub := start(hubCfg)
 	pools := map[string]*Embedded{}
 	for i, name := range []string{"a", "b"} {
-		c := Config{Prefix: "spawner", Pool: name, User: "u", Password: "p", Listen: fmt.Sprintf("127.0.0.1:%d", ports[2+i]),
+		c := Config{Layout: settings.Layout{Prefix: "spawner", Pool: name}, User: "u", Password: "p", Listen: fmt.Sprintf("127.0.0.1:%d", ports[2+i]),
 			ClusterConfig: ClusterConfig{ServerName: "leaf-" + name}, LeafConfig: leaf}
 		c.LeafRemotes = []string{"nats-leaf://" + hubCfg.LeafListen}
 		pools[name] = start(c)

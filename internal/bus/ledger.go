@@ -125,7 +125,7 @@ func (e *Embedded) saveLedger(log *slog.Logger) {
 }
 
 func (e *Embedded) snapshotKeys(ctx context.Context, log *slog.Logger) (map[string]uint64, error) {
-	nc, err := connect(e.cfg, "spawner-ledger", e.Server, log, e.inProcess)
+	nc, err := connect(e.cfg, e.role, "spawner-ledger", e.Server, log, e.inProcess)
 	if err != nil {
 		return nil, err
 	}

@@ -13,13 +13,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spawnerhq/spawner/internal/bus"
+	"github.com/spawnerhq/spawner/internal/settings"
 )
 
 // onDisk runs the all-in-one's embedded server on dataDir, in-process, and
 // calls fn with JetStream once the streams and the bucket exist.
 func onDisk(t *testing.T, dataDir string, log *slog.Logger, fn func(context.Context, jetstream.JetStream, jetstream.KeyValue)) {
 	t.Helper()
-	cfg := bus.Config{Prefix: "spawner", Replicas: 1}
+	cfg := bus.Config{Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 1}}
 	emb, err := bus.StartEmbedded(cfg, dataDir, false, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spawnerhq/spawner/internal/bus"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -20,7 +21,7 @@ import (
 func standalone(t *testing.T) (bus.Config, string) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := bus.Config{Listen: "127.0.0.1:-1", Prefix: "spawner", Replicas: 1}
+	cfg := bus.Config{Listen: "127.0.0.1:-1", Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 1}}
 	emb, err := bus.StartEmbedded(cfg, dir, true, discard())
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +200,7 @@ func TestComponentRolesRunTheirCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	for _, role := range []string{bus.RoleGateway, bus.RoleProvisioner, bus.RoleProber, bus.RoleReaper} {
-		nc, err := bus.Connect(cfg.ForRole(role, dir), role, nil, discard())
+		nc, err := bus.Connect(cfg.ForRole(role, dir), role, role, nil, discard())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +268,7 @@ func TestComponentRolesRunTheirCalls(t *testing.T) {
 			if err == nil {
 				t.Error("the reaper publishes heartbeats")
 			}
-			prober, _ := bus.Connect(cfg.ForRole(bus.RoleProber, dir), "prober", nil, discard())
+			prober, _ := bus.Connect(cfg.ForRole(bus.RoleProber, dir), bus.RoleProber, "prober", nil, discard())
 			if err := prober.Publish(subj.Heartbeat("x"), []byte("{}")); err != nil {
 				t.Fatal(err)
 			}
@@ -330,10 +331,10 @@ func TestPermissionSets(t *testing.T) {
 
 func TestNATSFlags(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := bus.NATSFlags(bus.Config{Prefix: "spawner"}, dir, bus.RoleClient); err == nil {
+	if _, err := bus.NATSFlags(bus.Config{Layout: settings.Layout{Prefix: "spawner"}}, dir, bus.RoleClient); err == nil {
 		t.Error("flags for an all-in-one that takes no network clients")
 	}
-	cfg := bus.Config{Prefix: "spawner", Listen: "0.0.0.0:4222"}
+	cfg := bus.Config{Layout: settings.Layout{Prefix: "spawner"}, Listen: "0.0.0.0:4222"}
 	if _, err := bus.NATSFlags(cfg, dir, bus.RoleClient); err == nil {
 		t.Error("flags before the credentials exist")
 	}

@@ -18,9 +18,10 @@ type Embedded struct {
 	// inProcess authenticates the all-in-one's own connections and the
 	// server's own bookkeeping when the server requires credentials.
 	inProcess []nats.Option
-	// cfg is what in-process connections use; storeDir and bucket locate
-	// the session bucket's ledger.
+	// cfg is what in-process connections use, as role; storeDir and
+	// bucket locate the session bucket's ledger.
 	cfg              Config
+	role             string
 	storeDir, bucket string
 	log              *slog.Logger
 }
@@ -75,7 +76,7 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 		pub, _ := kp.PublicKey()
 		pubs[RoleAll] = pub
 		e.inProcess = []nats.Option{nats.Nkey(pub, kp.Sign)}
-		e.cfg.Role = RoleAll
+		e.role = RoleAll
 		if ec.Nkeys, err = nkeyUsers(c, pubs); err != nil {
 			return nil, err
 		}
@@ -99,10 +100,7 @@ func StartEmbedded(c Config, dataDir string, standalone bool, log *slog.Logger) 
 
 // Connect opens an in-process connection for the all-in-one's components.
 func (e *Embedded) Connect(c Config, name string, log *slog.Logger) (*nats.Conn, error) {
-	if e.inProcess != nil {
-		c.Role = RoleAll
-	}
-	return connect(c, name, e.Server, log, e.inProcess)
+	return connect(c, e.role, name, e.Server, log, e.inProcess)
 }
 
 // Shutdown records the session bucket's keys, then stops the server and

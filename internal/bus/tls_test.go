@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/spawnerhq/spawner/internal/settings"
 )
 
 // writeCert signs a certificate for cn (with loopback SANs) by parent, or
@@ -69,7 +71,7 @@ func TestEmbeddedServerWithPasswordAndMutualTLS(t *testing.T) {
 	writeCert(t, dir, "server", "localhost", ca, caKey)
 	writeCert(t, dir, "client", "spawner", ca, caKey)
 	p := func(f string) string { return filepath.Join(dir, f) }
-	cfg := Config{Listen: "127.0.0.1:-1", Prefix: "spawner", User: "spawner", Password: "s3cret-pw",
+	cfg := Config{Listen: "127.0.0.1:-1", Layout: settings.Layout{Prefix: "spawner"}, User: "spawner", Password: "s3cret-pw",
 		TLSCA: p("ca.pem"), TLSCert: p("client.pem"), TLSKey: p("client-key.pem"),
 		ServerTLSCert: p("server.pem"), ServerTLSKey: p("server-key.pem"), Memory: true}
 	srv, err := RunEmbedded(EmbeddedFrom(cfg, t.TempDir()))
@@ -80,7 +82,7 @@ func TestEmbeddedServerWithPasswordAndMutualTLS(t *testing.T) {
 	cfg.URL = srv.ClientURL()
 	log := slog.New(slog.DiscardHandler)
 
-	nc, err := Connect(cfg, "test", nil, log)
+	nc, err := Connect(cfg, "", "test", nil, log)
 	if err != nil {
 		t.Fatalf("connect with the right settings: %v", err)
 	}
@@ -99,7 +101,7 @@ func TestEmbeddedServerWithPasswordAndMutualTLS(t *testing.T) {
 		"no tls at all":      {URL: cfg.URL, User: "spawner", Password: "s3cret-pw"},
 		"no password at all": {URL: cfg.URL, TLSCA: cfg.TLSCA, TLSCert: cfg.TLSCert, TLSKey: cfg.TLSKey},
 	} {
-		c, err := Connect(bad, "intruder", nil, log)
+		c, err := Connect(bad, "", "intruder", nil, log)
 		if err == nil {
 			connected := waitConnected(c.IsConnected)
 			c.Close()
@@ -138,7 +140,7 @@ func TestGeneratedCredentialsWithMutualTLS(t *testing.T) {
 	writeCert(t, dir, "server", "localhost", ca, caKey)
 	writeCert(t, dir, "client", "spawner", ca, caKey)
 	p := func(f string) string { return filepath.Join(dir, f) }
-	cfg := Config{Listen: "127.0.0.1:-1", Prefix: "spawner", TLSCA: p("ca.pem"), TLSCert: p("client.pem"),
+	cfg := Config{Listen: "127.0.0.1:-1", Layout: settings.Layout{Prefix: "spawner"}, TLSCA: p("ca.pem"), TLSCert: p("client.pem"),
 		TLSKey: p("client-key.pem"), ServerTLSCert: p("server.pem"), ServerTLSKey: p("server-key.pem"), Memory: true}
 	emb, err := StartEmbedded(cfg, t.TempDir(), false, slog.New(slog.DiscardHandler))
 	if err != nil {

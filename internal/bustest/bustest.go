@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spawnerhq/spawner/internal/bus"
+	"github.com/spawnerhq/spawner/internal/settings"
 )
 
 // Env is one test's NATS: the server, a connection, JetStream and the
@@ -32,8 +33,8 @@ func Run(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	cfg := bus.Config{URL: srv.ClientURL(), Prefix: "spawner", Replicas: 1}
-	nc, err := bus.Connect(cfg, "test", nil, slog.New(slog.DiscardHandler))
+	cfg := bus.Config{URL: srv.ClientURL(), Layout: settings.Layout{Prefix: "spawner"}, Replication: settings.Replication{Replicas: 1}}
+	nc, err := bus.Connect(cfg, "", "test", nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

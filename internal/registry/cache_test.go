@@ -14,6 +14,7 @@ import (
 
 	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/registry"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -52,8 +53,8 @@ func newRestartable(t *testing.T) *restartable {
 // by itself after a restart, as the components' connections do.
 func connect(t *testing.T, listen string) (bus.Config, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	cfg := bus.Config{URL: "nats://" + listen, Prefix: messages.DefaultPrefix, Replicas: 1}
-	nc, err := bus.Connect(cfg, t.Name(), nil, slog.New(slog.DiscardHandler))
+	cfg := bus.Config{URL: "nats://" + listen, Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Replication: settings.Replication{Replicas: 1}}
+	nc, err := bus.Connect(cfg, "", t.Name(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

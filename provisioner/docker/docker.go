@@ -113,9 +113,7 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("docker backend: network %q is not a valid network name", cfg.Network)
 	}
 	switch cfg.Route {
-	case "", "ip":
-		cfg.Route = "ip"
-	case "name":
+	case "ip", "name":
 	default:
 		return nil, fmt.Errorf("docker backend: route %q: want ip or name", cfg.Route)
 	}

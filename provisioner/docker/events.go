@@ -18,6 +18,10 @@ import (
 // them, in case the event stream dropped one.
 const sweepEvery = time.Minute
 
+// Traits says containers outlive the provisioner, and any provisioner on
+// the same engine sees and stops them.
+func (b *Backend) Traits() provisioner.Traits { return provisioner.Traits{} }
+
 // Run reports containers that stop on their own. It follows the engine's
 // event stream, filtered to this installation's "die" events, because that
 // reports an exit within milliseconds at no cost while nothing happens. A

@@ -199,24 +199,18 @@ type defaults struct {
 
 func checkConfig(cfg Config) (Config, defaults, error) {
 	var d defaults
-	if cfg.Namespace == "" {
-		cfg.Namespace = "spawner"
-	}
 	if errs := validation.IsDNS1123Label(cfg.Namespace); len(errs) > 0 {
 		return cfg, d, fmt.Errorf("kubernetes backend: namespace %q: %v", cfg.Namespace, errs)
-	}
-	if cfg.Port == 0 {
-		cfg.Port = 8080
 	}
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		return cfg, d, fmt.Errorf("kubernetes backend: application port %d: want 1-65535", cfg.Port)
 	}
+	// The defaults live in the tags (settings.Defaults gives them to code
+	// that builds a Config by hand); an empty one here is a mistake.
 	if cfg.ClusterDomain == "" {
-		cfg.ClusterDomain = "cluster.local"
+		return cfg, d, errors.New("kubernetes backend: SPAWNER_CLUSTER_DOMAIN is empty")
 	}
 	switch cfg.Route {
-	case "":
-		cfg.Route = RouteService
 	case RouteService, RoutePodIP:
 	default:
 		return cfg, d, fmt.Errorf("kubernetes backend: route %q: want %s or %s", cfg.Route, RouteService, RoutePodIP)
@@ -228,9 +222,6 @@ func checkConfig(cfg Config) (Config, defaults, error) {
 	if sources.Sidecar {
 		if cfg.SidecarImage == "" {
 			return cfg, d, errors.New("kubernetes backend: the sidecar status source needs SPAWNER_SIDECAR_IMAGE")
-		}
-		if cfg.SidecarPort == 0 {
-			cfg.SidecarPort = 7070
 		}
 		if cfg.SidecarPort < 1 || cfg.SidecarPort > 65535 || cfg.SidecarPort == cfg.Port {
 			return cfg, d, fmt.Errorf("kubernetes backend: sidecar port %d: want 1-65535, not the app port", cfg.SidecarPort)
@@ -261,10 +252,14 @@ func checkConfig(cfg Config) (Config, defaults, error) {
 		cfg.StopGrace = 0
 	}
 	if cfg.APITimeout <= 0 {
-		cfg.APITimeout = 5 * time.Second
+		return cfg, d, fmt.Errorf("kubernetes backend: SPAWNER_KUBE_API_TIMEOUT must be positive, got %s", cfg.APITimeout)
 	}
 	return cfg, d, nil
 }
+
+// Traits says pods outlive the provisioner, and any provisioner on the
+// same cluster sees and stops them.
+func (b *Backend) Traits() provisioner.Traits { return provisioner.Traits{} }
 
 // Run runs the pod informer until ctx is done, reporting managed pods that
 // end on their own. Pods outlive it: a restarted provisioner adopts them.

@@ -31,5 +31,5 @@ func (b *Backend) commandOf(spec provisioner.Spec) string {
 	if strings.TrimSpace(spec.Command) != "" {
 		return spec.Command
 	}
-	return b.cfg.Command
+	return b.appCommand
 }

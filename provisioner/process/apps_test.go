@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/process"
@@ -25,7 +26,7 @@ func TestOneBackendServesTwoApps(t *testing.T) {
 		mu.Unlock()
 		return "http://" + host + ":1/status", func() {}, nil
 	}
-	b, err := process.New(process.Config{Command: pyApp("ready")}, "", watcher, testLogger(t))
+	b, err := process.New(settings.Overlay(process.Config{Command: pyApp("ready")}), "", watcher, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spawnerhq/spawner/internal/sessiontoken"
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/process"
@@ -294,11 +295,11 @@ func TestIsolationSettings(t *testing.T) {
 		"not a range":       {UIDRange: "lots"},
 		"missing fixed dir": {Workdir: "/nonexistent/spawner-workdir"},
 	} {
-		if _, err := process.New(cfg, "true", nil, log); err == nil {
+		if _, err := process.New(settings.Overlay(cfg), "true", nil, log); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	b, err := process.New(process.Config{Isolation: "none"}, "true", nil, log)
+	b, err := process.New(settings.Overlay(process.Config{Isolation: "none"}), "true", nil, log)
 	if err != nil || b.Isolation() != process.IsolationNone {
 		t.Errorf("none: %v, isolation %q", err, b.Isolation())
 	}

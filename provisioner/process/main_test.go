@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/process"
@@ -113,7 +114,7 @@ func pyApp(mode string) string { return "exec python3 " + quote(appPath) + " " +
 func newBackend(t *testing.T, cfg process.Config) *process.Backend {
 	t.Helper()
 	log := testLogger(t)
-	b, err := process.New(cfg, quote(spawnerBin)+" demo", nil, log)
+	b, err := process.New(settings.Overlay(cfg), quote(spawnerBin)+" demo", nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,11 +55,13 @@ type StatusWatcher func(host string, appPort int) (statusURL string, stop func()
 
 // Backend runs sessions as local process groups.
 type Backend struct {
-	cfg     Config
-	sources messages.StatusSources
-	log     *slog.Logger
-	watcher StatusWatcher
-	client  readinessClient
+	cfg Config
+	// appCommand is cfg.Command, or the default command when that is empty.
+	appCommand string
+	sources    messages.StatusSources
+	log        *slog.Logger
+	watcher    StatusWatcher
+	client     readinessClient
 	// isolation is the level in force; exe is our own binary, which runs
 	// the helper; binary is the app's program, made reachable to it.
 	isolation    string
@@ -96,14 +99,11 @@ type proc struct {
 // New builds the backend. command is the default app command, used when
 // cfg.Command is empty. watcher may be nil unless cfg.StatusSource is sidecar.
 func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Logger) (*Backend, error) {
-	if cfg.Command == "" {
-		cfg.Command = defaultCommand
-	}
-	if strings.TrimSpace(cfg.Command) == "" {
+	// The bundled demo's command is known only at run time, so no tag can
+	// hold it.
+	command := cmp.Or(cfg.Command, defaultCommand)
+	if strings.TrimSpace(command) == "" {
 		return nil, errors.New("process backend: no app command")
-	}
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
 	}
 	sources, err := messages.ParseStatusSources(cfg.StatusSource)
 	if err != nil {
@@ -112,18 +112,17 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 	if sources.Sidecar && watcher == nil {
 		return nil, errors.New("process backend: sidecar status source needs a watcher")
 	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 3 * time.Second
-	}
-	if cfg.UIDRange == "" {
-		cfg.UIDRange = DefaultUIDRange
+	// The defaults live in the tags (settings.Defaults gives them to code
+	// that builds a Config by hand); an empty one here is a mistake.
+	if cfg.Host == "" || cfg.StopGrace <= 0 {
+		return nil, fmt.Errorf("process backend: SPAWNER_APP_HOST (%q) must be set and SPAWNER_STOP_GRACE (%s) positive", cfg.Host, cfg.StopGrace)
 	}
 	if cfg.Workdir != "" {
 		if info, err := os.Stat(cfg.Workdir); err != nil || !info.IsDir() {
 			return nil, fmt.Errorf("process backend: app workdir %q is not a directory", cfg.Workdir)
 		}
 	}
-	b := &Backend{cfg: cfg, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
+	b := &Backend{cfg: cfg, appCommand: command, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
 		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}
 	if err := b.setupIsolation(); err != nil {
 		return nil, fmt.Errorf("process backend: %w", err)
@@ -148,7 +147,7 @@ func (b *Backend) setupIsolation() error {
 		return err
 	}
 	if b.isolation == IsolationNamespaces {
-		b.binary = appBinary(b.cfg.Command)
+		b.binary = appBinary(b.appCommand)
 	}
 	if b.isolation == IsolationNone && b.cfg.Isolation != IsolationNone {
 		b.log.Error("APPS ARE NOT ISOLATED: they run as Spawner's own user and can read its " +
@@ -162,6 +161,9 @@ func (b *Backend) setupIsolation() error {
 
 // Isolation is the level in force: namespaces, uid or none.
 func (b *Backend) Isolation() string { return b.isolation }
+
+// Traits says a process dies with the provisioner that started it.
+func (b *Backend) Traits() provisioner.Traits { return provisioner.Traits{Local: true} }
 
 // Run keeps exits for instances that end on their own. When ctx ends it
 // kills whatever is still running, so no app outlives Spawner.
@@ -358,37 +360,6 @@ func (b *Backend) List(context.Context) ([]provisioner.Instance, error) {
 			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid), ProxyActivity: p.proxy})
 	}
 	return out, nil
-}
-
-// reservePort finds a free port that no app of ours was given. Between
-// the probe listener's close and the app's bind the kernel may offer the
-// same port again, so concurrent spawns would otherwise collide.
-func (b *Backend) reservePort() (int, error) {
-	for range 32 {
-		port, err := freePort(b.cfg.Host)
-		if err != nil {
-			return 0, err
-		}
-		b.mu.Lock()
-		taken := b.ports[port]
-		if !taken {
-			b.ports[port] = true
-		}
-		b.mu.Unlock()
-		if !taken {
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port on %s after 32 tries", b.cfg.Host)
-}
-
-func freePort(host string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("find a free port on %s: %w", host, err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // appEnv passes Spawner's environment on without its own SPAWNER_ and NATS

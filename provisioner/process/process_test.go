@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/process"
@@ -286,7 +287,7 @@ func TestSidecarStatusSource(t *testing.T) {
 	}
 	log := testLogger(t)
 	// An app with no /status at all: readiness is the port accepting.
-	b, err := process.New(process.Config{Command: `exec python3 -m http.server "$PORT" --bind "$HOST"`, StatusSource: "sidecar"}, "", watcher, log)
+	b, err := process.New(settings.Overlay(process.Config{Command: `exec python3 -m http.server "$PORT" --bind "$HOST"`, StatusSource: "sidecar"}), "", watcher, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +324,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"unknown status source":   {process.Config{StatusSource: "magic"}, "true", nil},
 		"sidecar without watcher": {process.Config{StatusSource: "sidecar"}, "true", nil},
 	} {
-		if _, err := process.New(c.cfg, c.def, c.watcher, log); err == nil {
+		if _, err := process.New(settings.Overlay(c.cfg), c.def, c.watcher, log); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

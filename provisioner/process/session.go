@@ -130,7 +130,7 @@ func (b *Backend) command(spec provisioner.Spec, p *proc) *exec.Cmd {
 	case IsolationNamespaces:
 		uid := strconv.FormatUint(uint64(p.uid), 10)
 		binary := b.binary
-		if command != b.cfg.Command {
+		if command != b.appCommand {
 			binary = appBinary(command)
 		}
 		cmd = apphelper.Command(b.exe, "run", uid, uid, p.workdir, binary, script(command))
