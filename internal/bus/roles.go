@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -53,7 +54,7 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 			// private inbox; no other role can read those replies.
 			[]string{subj.Pools(), subj.SessionLists(), inbox},
 			ensureAPI(subj), bucketRead(subj), bucketWrite(subj), streamRead(subj.EventStream()))
-		sub = []string{subj.Heartbeats(), subj.SessionLists(), inbox}
+		sub = []string{subj.Heartbeats(), subj.SessionLists(), bucketFollow(subj), inbox}
 	case RoleProvisioner:
 		// A stop for a session another provisioner owns goes on to it.
 		pub = slices.Concat(subj.EventSubjects(), []string{subj.OwnerStops()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj))
@@ -62,11 +63,11 @@ func Permissions(subj messages.Subjects, role string) (*server.Permissions, erro
 	case RoleProber:
 		pub = slices.Concat([]string{subj.Heartbeats()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj),
 			membersAPI(subj))
-		sub = []string{subj.Activity(), inbox}
+		sub = []string{subj.Activity(), bucketFollow(subj), inbox}
 	case RoleReaper:
 		pub = slices.Concat([]string{subj.Stop()}, ensureAPI(subj), bucketRead(subj), bucketWrite(subj),
 			durableConsumer(subj.HeartbeatStream(), subj.ReaperConsumer()))
-		sub = []string{inbox}
+		sub = []string{bucketFollow(subj), inbox}
 	case RoleClient:
 		// Spawn, and replay the event stream, as dashboards do.
 		pub = slices.Concat([]string{"$JS.API.INFO", subj.Requested(), subj.Ping()}, anyPool(subj),
@@ -142,6 +143,10 @@ func kvStream(subj messages.Subjects) string { return "KV_" + subj.SessionBucket
 
 // bucketRead covers Get (direct or by message), Keys and Watch, which run
 // an ordered consumer that delivers to the caller's inbox.
+// bucketFollow is the advisory of a new leader of the bucket's stream,
+// on which a registry cache restarts its watch.
+func bucketFollow(subj messages.Subjects) string { return registry.LeaderElected(subj.SessionBucket()) }
+
 func bucketRead(subj messages.Subjects) []string {
 	s := kvStream(subj)
 	return slices.Concat([]string{"$JS.API.STREAM.INFO." + s, "$JS.API.STREAM.MSG.GET." + s,
