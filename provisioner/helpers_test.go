@@ -40,14 +40,18 @@ type memBackend struct {
 	exits     chan<- provisioner.Exit
 	running   chan struct{}
 	startHook func(ctx context.Context, spec provisioner.Spec) error
+	// local makes it a backend whose instances live beside their
+	// provisioner, as the process backend's do; set before Run.
+	local bool
 }
 
 func newMemBackend() *memBackend {
 	return &memBackend{instances: map[string]provisioner.Instance{}, running: make(chan struct{})}
 }
 
-// Traits are a shared backend's: the provisioner reconciles every record.
-func (b *memBackend) Traits() provisioner.Traits { return provisioner.Traits{} }
+// Traits are a shared backend's, where the provisioner reconciles every
+// record, unless local is set.
+func (b *memBackend) Traits() provisioner.Traits { return provisioner.Traits{Local: b.local} }
 
 func (b *memBackend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {
 	b.mu.Lock()

@@ -115,13 +115,14 @@ func TestExitEndsSession(t *testing.T) {
 }
 
 // TestStopGoesToTheOwner runs two provisioners of a local backend (the
-// process backend's name, on the in-memory one), where each sees only the
-// instances it started. Every stop, whichever of the two the queue group
+// in-memory one with the process backend's trait), where each sees only
+// the instances it started. Every stop, whichever of the two the queue group
 // hands it to, ends the instance on its owner, once.
 func TestStopGoesToTheOwner(t *testing.T) {
 	cfg := testConfig()
 	cfg.Backend, cfg.Name = "process", "prov-a"
 	h := newHarness(t, cfg)
+	h.backend.local = true
 	h.run(t)
 	cfgB := cfg
 	cfgB.Name = "prov-b"
@@ -131,6 +132,7 @@ func TestStopGoesToTheOwner(t *testing.T) {
 	}
 	t.Cleanup(ncB.Close)
 	backendB := newMemBackend()
+	backendB.local = true
 	provB, err := provisioner.New(cfgB, provisioner.Deps{NATS: ncB, Registry: h.reg, Backend: backendB, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
