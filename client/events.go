@@ -135,11 +135,19 @@ type sseFrame struct {
 // sseReader parses the text/event-stream format of the HTML standard.
 type sseReader struct {
 	r *bufio.Reader
+	// pending holds the lines after a lone CR, which the standard counts
+	// as a line end as much as LF and CRLF are.
+	pending []string
 }
 
 func newSSEReader(r io.Reader) *sseReader { return &sseReader{r: bufio.NewReaderSize(r, 16<<10)} }
 
 func (p *sseReader) line() (string, error) {
+	if len(p.pending) > 0 {
+		l := p.pending[0]
+		p.pending = p.pending[1:]
+		return l, nil
+	}
 	var buf []byte
 	for {
 		chunk, err := p.r.ReadSlice('\n')
@@ -158,7 +166,9 @@ func (p *sseReader) line() (string, error) {
 			return "", err
 		}
 		buf = bytes.TrimSuffix(buf[:len(buf)-1], []byte("\r"))
-		return string(buf), nil
+		lines := strings.Split(string(buf), "\r")
+		p.pending = lines[1:]
+		return lines[0], nil
 	}
 }
 
