@@ -120,6 +120,11 @@ func (s *site) respond(t testing.TB, subject string, fn func(data []byte) any) *
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = ping.Unsubscribe() })
+		// The server must have the ping subscription before the first
+		// spawn asks it, or the spawn is told no provisioner runs.
+		if err := s.peer.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return rec
 }
