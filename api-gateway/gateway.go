@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/valyala/fasthttp"
 
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
@@ -50,6 +51,9 @@ type Config struct {
 	// well below any idle timeout, because an app or sidecar that counts
 	// TCP connections sees an idle pooled connection as a user.
 	UpstreamIdle time.Duration `envconfig:"PROXY_UPSTREAM_IDLE" default:"1s" desc:"idle keep-alive connections to apps close after this"`
+	// ProxyFast serves session connections with the fast server
+	// (fastserve.go); off, net/http serves everything.
+	ProxyFast bool `envconfig:"PROXY_FAST" default:"true" desc:"serve session traffic with the fast HTTP server; false serves everything with net/http"`
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"5s" desc:"on shutdown, how long requests in flight may finish"`
 	// EventsKeepalive is how often an idle event stream gets a comment, so
@@ -263,12 +267,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 // Serve is Run on a listener the caller made.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	const headerTimeout, idleTimeout = 10 * time.Second, 90 * time.Second
 	srv := &http.Server{
 		Handler: g.Handler(),
 		// Slow clients must not pin connections: headers have a deadline,
 		// bodies are bounded per handler, and idle keep-alives are closed.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       90 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
@@ -282,29 +287,77 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	} else {
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	g.log.Info("gateway listening", "addr", ln.Addr().String())
+	servers := g.startServers(srv, ln, headerTimeout, idleTimeout)
+	g.log.Info("gateway listening", "addr", ln.Addr().String(), "fast_proxy", g.cfg.ProxyFast)
+	var err error
 	select {
-	case err := <-serveErr:
-		stopFeeds()
-		feeds.Wait()
-		return fmt.Errorf("gateway serve: %w", err)
+	case err = <-servers.failed:
+		err = fmt.Errorf("gateway serve: %w", err)
 	case <-ctx.Done():
 	}
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.DrainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
-		g.log.Warn("drain cut short", "err", err)
-		_ = srv.Close()
-	}
+	servers.shutdown(drainCtx, g.log)
 	g.proxy.closeIdle()
 	stopFeeds()
 	feeds.Wait()
-	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	return err
+}
+
+// servers are the gateway's HTTP servers on one listener.
+type servers struct {
+	ln     net.Listener
+	std    *http.Server
+	fast   *fasthttp.Server
+	front  *front
+	failed chan error
+	wg     sync.WaitGroup
+}
+
+// startServers serves ln: through the front, which sends session
+// connections to the fast server, or with net/http alone.
+func (g *Gateway) startServers(std *http.Server, ln net.Listener, headerTimeout, idleTimeout time.Duration) *servers {
+	s := &servers{ln: ln, std: std, failed: make(chan error, 3)}
+	run := func(serve func() error) {
+		s.wg.Go(func() {
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				s.failed <- err
+			}
+		})
 	}
-	return nil
+	if !g.cfg.ProxyFast {
+		run(func() error { return std.Serve(ln) })
+		return s
+	}
+	s.front = newFront(ln, g.router, headerTimeout)
+	s.fast = g.newFastServer(std.Handler, headerTimeout, idleTimeout)
+	run(func() error { return s.front.serve(ln) })
+	run(func() error { return s.fast.Serve(s.front.fast) })
+	run(func() error { return std.Serve(s.front.std) })
+	return s
+}
+
+// shutdown stops taking connections and lets requests in flight finish
+// until ctx ends, then closes what is left.
+func (s *servers) shutdown(ctx context.Context, log *slog.Logger) {
+	_ = s.ln.Close()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.std.Shutdown(ctx); err != nil {
+			log.Warn("drain cut short", "err", err)
+			_ = s.std.Close()
+		}
+	})
+	if s.fast != nil {
+		wg.Go(func() {
+			if err := s.fast.ShutdownWithContext(ctx); err != nil {
+				log.Warn("drain of session connections cut short", "err", err)
+				s.front.closeFast()
+			}
+		})
+	}
+	wg.Wait()
+	s.wg.Wait()
 }
 
 // feed keeps the registry cache, and with it the route table, and the

@@ -74,7 +74,12 @@ func newSiteWith(t testing.TB, configure func(*gateway.Config, *gateway.Deps)) *
 	})
 	subj, _ := messages.NewSubjects(messages.DefaultPrefix)
 	s := &site{env: env, reg: reg, peer: peer, subj: subj, base: "http://" + ln.Addr().String(),
-		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		// A connection per request: the gateway sorts connections by their
+		// first request, so each /p/ request here reaches the fast server
+		// and each API request net/http, as they would on fresh
+		// connections from a browser.
+		client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	deadline := time.Now().Add(patience)
 	for {
 		resp, err := s.client.Get(s.base + "/readyz")

@@ -64,11 +64,17 @@ func (rt router) sessionHost(host string) (string, bool) {
 // address finds the session r is for: by Host under subdomain routing,
 // by the /p/<id>/ path otherwise.
 func (rt router) address(r *http.Request) (addressed, bool) {
+	return rt.addressOf(r.Host, r.URL.Path)
+}
+
+// addressOf is address for a Host header and a decoded path, which is
+// all the fast path has of a request.
+func (rt router) addressOf(host, path string) (addressed, bool) {
 	if rt.mode == messages.RoutingSubdomain {
-		id, ok := rt.sessionHost(r.Host)
-		return addressed{id: id, rest: r.URL.Path}, ok
+		id, ok := rt.sessionHost(host)
+		return addressed{id: id, rest: path}, ok
 	}
-	after, found := strings.CutPrefix(r.URL.Path, "/p/")
+	after, found := strings.CutPrefix(path, "/p/")
 	if !found {
 		return addressed{}, false
 	}
@@ -76,7 +82,7 @@ func (rt router) address(r *http.Request) (addressed, bool) {
 	if i := strings.IndexByte(after, '/'); i >= 0 {
 		a.id, a.rest = after[:i], after[i:]
 	}
-	a.prefix = r.URL.Path[:3+len(a.id)]
+	a.prefix = path[:3+len(a.id)]
 	return a, true
 }
 

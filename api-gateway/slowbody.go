@@ -49,13 +49,25 @@ func (g *Gateway) guardBody(w http.ResponseWriter, r *http.Request) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 || g.cfg.ProxyBodyIdle < 0 {
 		return
 	}
-	r.Body = &guardedBody{ReadCloser: r.Body, rc: http.NewResponseController(w), start: time.Now(),
-		idle: g.cfg.ProxyBodyIdle, minRate: g.cfg.ProxyBodyMinRate, size: r.ContentLength}
+	r.Body = g.newGuardedBody(r.Body, http.NewResponseController(w), r.ContentLength)
+}
+
+// newGuardedBody guards body, of the declared size (-1 when chunked), by
+// setting read deadlines through rc.
+func (g *Gateway) newGuardedBody(body io.ReadCloser, rc readDeadliner, size int64) *guardedBody {
+	return &guardedBody{ReadCloser: body, rc: rc, start: time.Now(),
+		idle: g.cfg.ProxyBodyIdle, minRate: g.cfg.ProxyBodyMinRate, size: size}
+}
+
+// readDeadliner sets a connection's read deadline: net/http's
+// ResponseController or the fast server's request.
+type readDeadliner interface {
+	SetReadDeadline(time.Time) error
 }
 
 type guardedBody struct {
 	io.ReadCloser
-	rc      *http.ResponseController
+	rc      readDeadliner
 	start   time.Time
 	idle    time.Duration
 	minRate int64
