@@ -29,12 +29,24 @@ func TestParseWrk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := WrkResult{RPS: 30123.40, P50: 812 * time.Microsecond, P99: 4500 * time.Microsecond, Errors: 8}
+	want := WrkResult{RPS: 30123.40, P50: 812 * time.Microsecond, P99: 4500 * time.Microsecond, BytesPerSec: 4 << 20, Errors: 8}
 	if r != want {
 		t.Fatalf("ParseWrk = %+v, want %+v", r, want)
 	}
 	if _, err := ParseWrk("unable to connect to 127.0.0.1:1"); err == nil {
 		t.Fatal("wrk's failure was read as a result")
+	}
+}
+
+func TestParseWrkReadsTransferInBinaryUnits(t *testing.T) {
+	for out, want := range map[string]float64{"1.50GB": 1.5 * (1 << 30), "512.00KB": 512 << 10, "900.00B": 900} {
+		r, err := ParseWrk(strings.Replace(wrkOut, "4.00MB\n", out+"\n", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.BytesPerSec != want {
+			t.Errorf("Transfer/sec %s read as %.0f bytes/s, want %.0f", out, r.BytesPerSec, want)
+		}
 	}
 }
 
@@ -129,5 +141,42 @@ func TestStartSampleRowsJudgeTheOverhead(t *testing.T) {
 	}
 	if rows := s.rows("isolation none", false); rows[0].Met != "—" || rows[0].Goal != "" {
 		t.Fatalf("a row without a goal was judged: %+v", rows[0])
+	}
+}
+
+func TestProxyRowsJudgeTheGoals(t *testing.T) {
+	ms := time.Millisecond
+	best := map[string]map[string]WrkResult{
+		// 1.05× nginx misses the 1.1× goal; 1.2× meets it.
+		"c32":  {"spawner": {RPS: 10500, P99: 2 * ms}, "nginx": {RPS: 10000, P99: 2 * ms}, "direct": {RPS: 20000, P99: 1500 * time.Microsecond}},
+		"c256": {"spawner": {RPS: 12000}, "nginx": {RPS: 10000}, "direct": {RPS: 20000}},
+		"big":  {"spawner": {BytesPerSec: 99 << 20}, "nginx": {BytesPerSec: 100 << 20}, "direct": {BytesPerSec: 300 << 20}},
+	}
+	cpu := map[string]time.Duration{"spawner": 20 * time.Microsecond, "nginx": 25 * time.Microsecond, "direct": 10 * time.Microsecond}
+	single := map[string]WrkResult{"spawner": {P99: 3 * ms}, "nginx": {P99: ms}, "direct": {P99: ms}}
+	rows := httpRows(best, cpu, single)
+	met := map[string]string{}
+	for _, r := range rows {
+		met[r.Metric] = r.Met
+	}
+	for metric, want := range map[string]string{
+		"HTTP req/s, small JSON, wrk -t1 -c32 (vs nginx)":                     "no",
+		"HTTP req/s, small JSON, wrk -t1 -c256 (app direct: 20000)":           "yes",
+		"HTTP MiB/s, 1 MiB response, wrk -t1 -c32 (app direct: 300)":          "no",
+		"CPU per request, proxy process(es) only, -c32 (app direct: 10.0 µs)": "yes",
+		"p99 latency, 32 connections (app direct: 1.50 ms)":                   "yes",
+		"p99 latency, 1 connection (app direct: 1.00 ms)":                     "no",
+		"HTTP req/s, small JSON, wrk -t1 -c32 (vs the app direct)":            "—",
+	} {
+		if got, ok := met[metric]; !ok || got != want {
+			t.Errorf("%q met %q, want %q (rows %+v)", metric, got, want, rows)
+		}
+	}
+	if rows[0].Goal != "≥ 1.1× nginx" {
+		t.Errorf("the -c32 goal reads %q", rows[0].Goal)
+	}
+	delete(cpu, "nginx")
+	if r := httpRows(best, cpu, single)[4]; r.Met != "—" {
+		t.Errorf("CPU per request without nginx's figure was judged %q", r.Met)
 	}
 }

@@ -12,6 +12,8 @@ import (
 
 // Nginx is nginx proxying one path prefix to an upstream, as a child
 // process with a generated configuration in its own prefix directory.
+// The location passes WebSocket upgrades on and keeps plain requests on
+// the keepalive upstream pool.
 type Nginx struct {
 	*Child
 	URL string
@@ -24,6 +26,12 @@ http {
     access_log off;
     client_body_temp_path tmp/body;
     proxy_temp_path tmp/proxy;
+    # An upgrade asks the app for one; a plain request sends no Connection
+    # header, so the upstream connection stays in the keepalive pool.
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        ''      "";
+    }
     upstream app {
         server %[1]s;
         keepalive 64;
@@ -33,7 +41,8 @@ http {
         location %[3]s/ {
             proxy_pass http://app/;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Forwarded-Host $host;

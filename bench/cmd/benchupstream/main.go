@@ -1,6 +1,7 @@
 // Command benchupstream is the benchmarks' stand-in for session apps.
 //
 //	benchupstream app ADDR         a tiny JSON server with a WebSocket echo at /ws
+//	                               and a body of exactly BigSize bytes at /big
 //	benchupstream status N FIRST [IDLE_AT]
 //	                               N /status servers on 127.77.x.y:20001, from
 //	                               host number FIRST; busy, or idle from the Unix
@@ -32,6 +33,10 @@ import (
 // StatusPort is the port every status server listens on, each on its own
 // loopback address, so that ten thousand of them use no ephemeral ports.
 const StatusPort = 20001
+
+// BigSize is the length of /big's body, the proxy benchmark's large
+// response.
+const BigSize = 1 << 20
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -86,6 +91,18 @@ func serveApp(ctx context.Context, addr string) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", echoWS)
+	big := make([]byte, BigSize)
+	for i := range big {
+		big[i] = 'a' + byte(i%26)
+	}
+	bigLen := strconv.Itoa(len(big))
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		// With its length declared the body is sent as is, not chunked, as
+		// a static file is.
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", bigLen)
+		_, _ = w.Write(big)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"ok":true,"items":[1,2,3],"message":"hello from the session"}`)
