@@ -29,6 +29,11 @@ type fastProxy struct {
 	// fallback serves what the fast path does not: upgrades, 100-continue.
 	fallback http.Handler
 
+	// conns are the open upstream connections, which a shutdown whose
+	// drain ran out closes, so that no read stays parked on an idle
+	// stream whose browser is gone.
+	conns upstreamConns
+
 	mu        sync.RWMutex
 	clients   map[string]*fasthttp.HostClient
 	lastSweep time.Time
@@ -70,7 +75,13 @@ func (f *fastProxy) client(upstream string) *fasthttp.HostClient {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	c = &fasthttp.HostClient{
 		Addr: upstream,
-		Dial: func(addr string) (net.Conn, error) { return dialer.Dial("tcp", addr) },
+		Dial: func(addr string) (net.Conn, error) {
+			conn, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return f.conns.add(conn), nil
+		},
 		// Requests wait for a connection rather than fail when a burst
 		// exceeds the pool.
 		MaxConns:           4096,
@@ -99,6 +110,51 @@ func (f *fastProxy) sweepLocked() {
 		if now.Sub(c.LastUseTime()) > clientSweepAge && c.ConnsCount() == 0 {
 			delete(f.clients, up)
 		}
+	}
+}
+
+// upstreamConns is a set of open connections.
+type upstreamConns struct {
+	mu  sync.Mutex
+	set map[*upstreamConn]struct{}
+}
+
+type upstreamConn struct {
+	net.Conn
+	in   *upstreamConns
+	once sync.Once
+}
+
+func (u *upstreamConns) add(c net.Conn) net.Conn {
+	uc := &upstreamConn{Conn: c, in: u}
+	u.mu.Lock()
+	if u.set == nil {
+		u.set = map[*upstreamConn]struct{}{}
+	}
+	u.set[uc] = struct{}{}
+	u.mu.Unlock()
+	return uc
+}
+
+func (c *upstreamConn) Close() error {
+	c.once.Do(func() {
+		c.in.mu.Lock()
+		delete(c.in.set, c)
+		c.in.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// closeAll closes every open upstream connection.
+func (u *upstreamConns) closeAll() {
+	u.mu.Lock()
+	open := make([]*upstreamConn, 0, len(u.set))
+	for c := range u.set {
+		open = append(open, c)
+	}
+	u.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
 	}
 }
 

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/messages"
@@ -22,8 +22,8 @@ import (
 // no per-request goroutine, as nginx does it. Anything else on the same
 // connection (an upgrade, a first visit with the token in the query, a
 // session not yet in the route table, an error to answer)
-// goes to the standard handler through fasthttpadaptor, so it is decided
-// in one place: proxySession and the API.
+// goes, with the rest of its connection, to the standard server (see
+// handOver), so it is decided in one place: proxySession and the API.
 //
 // net/http's per-request work on the browser's side was most of the
 // gateway's CPU per proxied request in the benchmark's profile, which is
@@ -36,26 +36,30 @@ const (
 	fastHeaderLimit = 32 << 10
 )
 
-// newFastServer builds the fast server; std serves what it does not.
-func (g *Gateway) newFastServer(std http.Handler, headerTimeout, idleTimeout time.Duration) *fasthttp.Server {
-	slow := fasthttpadaptor.NewFastHTTPHandler(std)
+// newFastServer builds the fast server; what it does not serve goes, with
+// the rest of its connection, to the standard server through std.
+func (g *Gateway) newFastServer(std *connListener, headerTimeout, idleTimeout time.Duration) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
-			if g.serveFast(ctx) {
+			if !g.serveFast(ctx) {
+				handOver(ctx, std)
 				return
 			}
-			// The header deadline also covered the body read so far; from
-			// here the standard handler's own body deadlines apply, and an
-			// upgraded connection must have none.
-			_ = ctx.SetReadDeadline(time.Time{})
-			slow(ctx)
+			if ctx.Request.IsBodyStream() {
+				// The server reads and drops what the handler left of a
+				// body once the answer is out; a client that stopped
+				// sending must not hold the connection while it waits.
+				_ = ctx.SetReadDeadline(time.Now().Add(headerTimeout))
+			}
 		},
 		// ReadTimeout covers a request's head, as ReadHeaderTimeout does
 		// on the standard server; bodies have deadlines of their own.
-		ReadTimeout:                  headerTimeout,
-		IdleTimeout:                  idleTimeout,
-		ReadBufferSize:               fastHeaderLimit,
-		HeaderReceived:               g.fastBodyConfig,
+		ReadTimeout:    headerTimeout,
+		IdleTimeout:    idleTimeout,
+		ReadBufferSize: fastHeaderLimit,
+		HeaderReceived: g.fastBodyConfig,
+		// A connection handed over is net/http's to close.
+		KeepHijackedConns:            true,
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
@@ -64,6 +68,61 @@ func (g *Gateway) newFastServer(std http.Handler, headerTimeout, idleTimeout tim
 		SecureErrorLogMessage:        true,
 		Logger:                       fastLogger{g},
 	}
+}
+
+// handOver gives ctx's connection, from its current request on, to the
+// standard server: the request is written out again as it came, ahead of
+// whatever else the connection brings. Nothing of it has been answered or
+// consumed, because fastBodyConfig keeps all but a body's first byte
+// unread. The standard server then serves the connection to its end, so a
+// handler that outlives the request (an upgraded WebSocket, an event
+// stream) never refers to the fast server's recycled request.
+func handOver(ctx *fasthttp.RequestCtx, std *connListener) {
+	h := &ctx.Request.Header
+	head := make([]byte, 0, 256+len(h.RawHeaders()))
+	head = append(head, h.Method()...)
+	head = append(head, ' ')
+	head = append(head, h.RequestURI()...)
+	head = append(head, ' ')
+	head = append(head, h.Protocol()...)
+	head = append(head, "\r\n"...)
+	if raw := h.RawHeaders(); len(raw) > 0 {
+		head = append(head, raw...)
+	} else {
+		head = append(head, "\r\n"...)
+	}
+	if ctx.Request.IsBodyStream() {
+		// Only the first byte was read ahead, and the stream serves it
+		// first; a chunked body was not read at all.
+		if h.ContentLength() > 0 {
+			var b [1]byte
+			n, _ := io.ReadFull(ctx.RequestBodyStream(), b[:])
+			head = append(head, b[:n]...)
+		}
+	} else {
+		head = append(head, ctx.Request.Body()...)
+	}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		if !std.give(&replayConn{Conn: c, pending: head}) {
+			_ = c.Close()
+		}
+	})
+}
+
+// replayConn is a connection whose first bytes to read are pending.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // serveFast proxies ctx's request if it is one the fast path takes, and
@@ -118,7 +177,9 @@ func (g *Gateway) serveFast(ctx *fasthttp.RequestCtx) bool {
 	req.Header.SetRequestURIBytes(uri[len(prefix):])
 	copyRawRequestHeaders(&req.Header, h.RawHeaders(), g.tokens != nil, token)
 	req.Header.SetBytesV("Host", host)
-	req.Header.Set("X-Forwarded-For", ctx.RemoteIP().String())
+	var ipBuf [64]byte
+	ip, _ := ctx.RemoteIP().AppendText(ipBuf[:0])
+	req.Header.SetBytesV("X-Forwarded-For", ip)
 	req.Header.SetBytesV("X-Forwarded-Host", host)
 	if ctx.IsTLS() {
 		req.Header.Set("X-Forwarded-Proto", "https")
@@ -248,7 +309,7 @@ func copyRawRequestHeaders(dst *fasthttp.RequestHeader, raw []byte, tokens bool,
 				v = []byte(kept)
 			}
 		}
-		dst.AddBytesKV([]byte(key), v)
+		dst.AddBytesV(key, v)
 	}
 }
 

@@ -306,12 +306,14 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 
 // servers are the gateway's HTTP servers on one listener.
 type servers struct {
-	ln     net.Listener
-	std    *http.Server
-	fast   *fasthttp.Server
-	front  *front
-	failed chan error
-	wg     sync.WaitGroup
+	ln    net.Listener
+	std   *http.Server
+	fast  *fasthttp.Server
+	front *front
+	// upstreams are the fast proxy's connections to apps.
+	upstreams *upstreamConns
+	failed    chan error
+	wg        sync.WaitGroup
 }
 
 // startServers serves ln: through the front, which sends session
@@ -330,7 +332,8 @@ func (g *Gateway) startServers(std *http.Server, ln net.Listener, headerTimeout,
 		return s
 	}
 	s.front = newFront(ln, g.router, headerTimeout)
-	s.fast = g.newFastServer(std.Handler, headerTimeout, idleTimeout)
+	s.upstreams = &g.proxy.fast.conns
+	s.fast = g.newFastServer(s.front.std, headerTimeout, idleTimeout)
 	run(func() error { return s.front.serve(ln) })
 	run(func() error { return s.fast.Serve(s.front.fast) })
 	run(func() error { return std.Serve(s.front.std) })
@@ -353,6 +356,7 @@ func (s *servers) shutdown(ctx context.Context, log *slog.Logger) {
 			if err := s.fast.ShutdownWithContext(ctx); err != nil {
 				log.Warn("drain of session connections cut short", "err", err)
 				s.front.closeFast()
+				s.upstreams.closeAll()
 			}
 		})
 	}

@@ -35,6 +35,8 @@ type site struct {
 	subj   messages.Subjects
 	base   string
 	client *http.Client
+	// stopNow stops the gateway, draining it, ahead of the cleanup.
+	stopNow func()
 }
 
 func newSite(t testing.TB) *site { return newSiteWith(t, nil) }
@@ -66,14 +68,15 @@ func newSiteWith(t testing.TB, configure func(*gateway.Config, *gateway.Deps)) *
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gw.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	stopNow := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	t.Cleanup(stopNow)
 	subj, _ := messages.NewSubjects(messages.DefaultPrefix)
-	s := &site{env: env, reg: reg, peer: peer, subj: subj, base: "http://" + ln.Addr().String(),
+	s := &site{env: env, reg: reg, peer: peer, subj: subj, base: "http://" + ln.Addr().String(), stopNow: stopNow,
 		// A connection per request: the gateway sorts connections by their
 		// first request, so each /p/ request here reaches the fast server
 		// and each API request net/http, as they would on fresh

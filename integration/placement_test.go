@@ -187,6 +187,11 @@ func TestPlacementLeafNodes(t *testing.T) {
 	// Without b's provisioner, a request for b is a fast 503 naming b; a
 	// goes on, and the hub's fallback list sends b's requests to a.
 	b.provisioner.kill()
+	// Its server must first see the connection close and withdraw the
+	// interest across the leaf connection; a request sent in that moment
+	// is lost like any other in flight to a provisioner that died, and
+	// times out. Under load that took longer than the test's first request.
+	time.Sleep(time.Second)
 	for i := range 3 {
 		start := time.Now()
 		code, body := placePost(t, client, a.baseURL, `{"pool":"b"}`)
