@@ -113,51 +113,6 @@ func (f *fastProxy) sweepLocked() {
 	}
 }
 
-// upstreamConns is a set of open connections.
-type upstreamConns struct {
-	mu  sync.Mutex
-	set map[*upstreamConn]struct{}
-}
-
-type upstreamConn struct {
-	net.Conn
-	in   *upstreamConns
-	once sync.Once
-}
-
-func (u *upstreamConns) add(c net.Conn) net.Conn {
-	uc := &upstreamConn{Conn: c, in: u}
-	u.mu.Lock()
-	if u.set == nil {
-		u.set = map[*upstreamConn]struct{}{}
-	}
-	u.set[uc] = struct{}{}
-	u.mu.Unlock()
-	return uc
-}
-
-func (c *upstreamConn) Close() error {
-	c.once.Do(func() {
-		c.in.mu.Lock()
-		delete(c.in.set, c)
-		c.in.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-// closeAll closes every open upstream connection.
-func (u *upstreamConns) closeAll() {
-	u.mu.Lock()
-	open := make([]*upstreamConn, 0, len(u.set))
-	for c := range u.set {
-		open = append(open, c)
-	}
-	u.mu.Unlock()
-	for _, c := range open {
-		_ = c.Close()
-	}
-}
-
 func (f *fastProxy) closeIdle() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

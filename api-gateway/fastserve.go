@@ -2,18 +2,13 @@ package gateway
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strings"
 	"time"
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/spawnerhq/spawner/internal/metrics"
 	"github.com/spawnerhq/spawner/messages"
 )
 
@@ -68,61 +63,6 @@ func (g *Gateway) newFastServer(std *connListener, headerTimeout, idleTimeout ti
 		SecureErrorLogMessage:        true,
 		Logger:                       fastLogger{g},
 	}
-}
-
-// handOver gives ctx's connection, from its current request on, to the
-// standard server: the request is written out again as it came, ahead of
-// whatever else the connection brings. Nothing of it has been answered or
-// consumed, because fastBodyConfig keeps all but a body's first byte
-// unread. The standard server then serves the connection to its end, so a
-// handler that outlives the request (an upgraded WebSocket, an event
-// stream) never refers to the fast server's recycled request.
-func handOver(ctx *fasthttp.RequestCtx, std *connListener) {
-	h := &ctx.Request.Header
-	head := make([]byte, 0, 256+len(h.RawHeaders()))
-	head = append(head, h.Method()...)
-	head = append(head, ' ')
-	head = append(head, h.RequestURI()...)
-	head = append(head, ' ')
-	head = append(head, h.Protocol()...)
-	head = append(head, "\r\n"...)
-	if raw := h.RawHeaders(); len(raw) > 0 {
-		head = append(head, raw...)
-	} else {
-		head = append(head, "\r\n"...)
-	}
-	if ctx.Request.IsBodyStream() {
-		// Only the first byte was read ahead, and the stream serves it
-		// first; a chunked body was not read at all.
-		if h.ContentLength() > 0 {
-			var b [1]byte
-			n, _ := io.ReadFull(ctx.RequestBodyStream(), b[:])
-			head = append(head, b[:n]...)
-		}
-	} else {
-		head = append(head, ctx.Request.Body()...)
-	}
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(c net.Conn) {
-		if !std.give(&replayConn{Conn: c, pending: head}) {
-			_ = c.Close()
-		}
-	})
-}
-
-// replayConn is a connection whose first bytes to read are pending.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }
 
 // serveFast proxies ctx's request if it is one the fast path takes, and
@@ -355,99 +295,6 @@ func copyFastResponseHeader(dst *fasthttp.ResponseHeader, src *fasthttp.Response
 		}
 		dst.AddBytesKV(k, v)
 	}
-}
-
-// fastBody streams an app's response body to the browser. The server
-// closes it once the body is written or the write failed; only then is
-// the request over for the activity count and the upstream connection
-// free again.
-type fastBody struct {
-	up   *fasthttp.Response
-	r    io.Reader
-	act  *sessionActivity
-	done func()
-	m    *metrics.Metrics
-}
-
-func (b *fastBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if n > 0 {
-		if b.act != nil {
-			b.act.touch()
-		}
-		if b.m != nil {
-			b.m.ProxyBytesOut(n)
-		}
-	}
-	return n, err
-}
-
-func (b *fastBody) Close() error {
-	if b.up == nil {
-		return nil
-	}
-	err := b.up.CloseBodyStream()
-	fasthttp.ReleaseResponse(b.up)
-	b.up = nil
-	if b.done != nil {
-		b.done()
-	}
-	return err
-}
-
-// fastRequestBody counts a request body on its way to the app.
-type fastRequestBody struct {
-	r   io.Reader
-	act *sessionActivity
-	m   *metrics.Metrics
-}
-
-func (b *fastRequestBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if n > 0 {
-		if b.act != nil {
-			b.act.touch()
-		}
-		if b.m != nil {
-			b.m.ProxyBytesIn(n)
-		}
-	}
-	return n, err
-}
-
-func (b *fastRequestBody) Close() error { return nil }
-
-// fastBodyConfig makes every request body stream rather than be read
-// before the handler runs: fasthttp would read a small body under the
-// header deadline alone, where the proxy's body guard must apply. Only
-// its first byte is read ahead, within the guard's idle limit.
-func (g *Gateway) fastBodyConfig(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	if h.ContentLength() <= 0 {
-		return fasthttp.RequestConfig{}
-	}
-	c := fasthttp.RequestConfig{MaxRequestBodySize: 1}
-	if g.cfg.ProxyBodyIdle > 0 {
-		c.ReadTimeout = g.cfg.ProxyBodyIdle
-	}
-	return c
-}
-
-// fastError answers as writeError does.
-func fastError(ctx *fasthttp.RequestCtx, status int, e *messages.Error) {
-	body, _ := json.Marshal(errorBody{Error: e})
-	ctx.Response.Reset()
-	ctx.SetStatusCode(status)
-	ctx.Response.Header.Set("Content-Type", "application/json")
-	ctx.Response.Header.Set("Cache-Control", "no-store")
-	ctx.SetBody(append(body, '\n'))
-}
-
-// fastLogger sends fasthttp's own messages, about malformed requests and
-// broken connections, to the gateway's debug log.
-type fastLogger struct{ g *Gateway }
-
-func (l fastLogger) Printf(format string, args ...any) {
-	l.g.log.Debug("fast server", "msg", strings.TrimSpace(fmt.Sprintf(format, args...)))
 }
 
 // b2s views b as a string without copying, for lookups that do not keep

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/spawnerhq/spawner/messages"
+	"github.com/valyala/fasthttp"
 )
 
 // The front sorts connections between the gateway's two HTTP servers.
@@ -215,3 +217,58 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return l.addr }
+
+// handOver gives ctx's connection, from its current request on, to the
+// standard server: the request is written out again as it came, ahead of
+// whatever else the connection brings. Nothing of it has been answered or
+// consumed, because fastBodyConfig keeps all but a body's first byte
+// unread. The standard server then serves the connection to its end, so a
+// handler that outlives the request (an upgraded WebSocket, an event
+// stream) never refers to the fast server's recycled request.
+func handOver(ctx *fasthttp.RequestCtx, std *connListener) {
+	h := &ctx.Request.Header
+	head := make([]byte, 0, 256+len(h.RawHeaders()))
+	head = append(head, h.Method()...)
+	head = append(head, ' ')
+	head = append(head, h.RequestURI()...)
+	head = append(head, ' ')
+	head = append(head, h.Protocol()...)
+	head = append(head, "\r\n"...)
+	if raw := h.RawHeaders(); len(raw) > 0 {
+		head = append(head, raw...)
+	} else {
+		head = append(head, "\r\n"...)
+	}
+	if ctx.Request.IsBodyStream() {
+		// Only the first byte was read ahead, and the stream serves it
+		// first; a chunked body was not read at all.
+		if h.ContentLength() > 0 {
+			var b [1]byte
+			n, _ := io.ReadFull(ctx.RequestBodyStream(), b[:])
+			head = append(head, b[:n]...)
+		}
+	} else {
+		head = append(head, ctx.Request.Body()...)
+	}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		if !std.give(&replayConn{Conn: c, pending: head}) {
+			_ = c.Close()
+		}
+	})
+}
+
+// replayConn is a connection whose first bytes to read are pending.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}

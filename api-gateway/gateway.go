@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/valyala/fasthttp"
 
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
@@ -302,66 +301,6 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	stopFeeds()
 	feeds.Wait()
 	return err
-}
-
-// servers are the gateway's HTTP servers on one listener.
-type servers struct {
-	ln    net.Listener
-	std   *http.Server
-	fast  *fasthttp.Server
-	front *front
-	// upstreams are the fast proxy's connections to apps.
-	upstreams *upstreamConns
-	failed    chan error
-	wg        sync.WaitGroup
-}
-
-// startServers serves ln: through the front, which sends session
-// connections to the fast server, or with net/http alone.
-func (g *Gateway) startServers(std *http.Server, ln net.Listener, headerTimeout, idleTimeout time.Duration) *servers {
-	s := &servers{ln: ln, std: std, failed: make(chan error, 3)}
-	run := func(serve func() error) {
-		s.wg.Go(func() {
-			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-				s.failed <- err
-			}
-		})
-	}
-	if !g.cfg.ProxyFast {
-		run(func() error { return std.Serve(ln) })
-		return s
-	}
-	s.front = newFront(ln, g.router, headerTimeout)
-	s.upstreams = &g.proxy.fast.conns
-	s.fast = g.newFastServer(s.front.std, headerTimeout, idleTimeout)
-	run(func() error { return s.front.serve(ln) })
-	run(func() error { return s.fast.Serve(s.front.fast) })
-	run(func() error { return std.Serve(s.front.std) })
-	return s
-}
-
-// shutdown stops taking connections and lets requests in flight finish
-// until ctx ends, then closes what is left.
-func (s *servers) shutdown(ctx context.Context, log *slog.Logger) {
-	_ = s.ln.Close()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := s.std.Shutdown(ctx); err != nil {
-			log.Warn("drain cut short", "err", err)
-			_ = s.std.Close()
-		}
-	})
-	if s.fast != nil {
-		wg.Go(func() {
-			if err := s.fast.ShutdownWithContext(ctx); err != nil {
-				log.Warn("drain of session connections cut short", "err", err)
-				s.front.closeFast()
-				s.upstreams.closeAll()
-			}
-		})
-	}
-	wg.Wait()
-	s.wg.Wait()
 }
 
 // feed keeps the registry cache, and with it the route table, and the

@@ -2,11 +2,12 @@ package gateway_test
 
 import (
 	"encoding/json"
-	"github.com/spawnerhq/spawner/internal/settings"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spawnerhq/spawner/internal/settings"
 
 	"github.com/nats-io/nats.go"
 
