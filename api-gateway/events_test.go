@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -26,10 +25,13 @@ type gwEnv struct {
 	bus *bustest.Env
 	reg *registry.Registry
 	gw  *Gateway
-	srv *httptest.Server
+	srv servedAt
 	api *client.Client
 	mx  *metrics.Metrics
 }
+
+// servedAt is where a test's gateway listens.
+type servedAt struct{ URL string }
 
 // testConfig is the gateway's defaults with a spawn timeout of spawn.
 func testConfig(spawn time.Duration) Config {
@@ -59,8 +61,22 @@ func newGWEnv(t *testing.T, tune func(*Config, *Deps)) *gwEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gw.Handler())
-	t.Cleanup(srv.Close)
+	// Served as Run serves it: session connections by the fast server,
+	// the rest by net/http.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gw.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	srv := servedAt{URL: "http://" + ln.Addr().String()}
 	api, err := client.New(srv.URL)
 	if err != nil {
 		t.Fatal(err)
