@@ -11,6 +11,7 @@ import (
 func TestNewRejectsNonPositiveSettings(t *testing.T) {
 	for _, mutate := range []func(*provisioner.Config){
 		func(c *provisioner.Config) { c.Concurrency = 0 },
+		func(c *provisioner.Config) { c.StopConcurrency = 0 },
 		func(c *provisioner.Config) { c.Reconcile = 0 },
 	} {
 		cfg := testConfig()

@@ -153,7 +153,7 @@ func testConfig() provisioner.Config {
 	return provisioner.Config{
 		Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Backend: backendName, Name: "prov-test",
 		Sessions:    settings.Sessions{PublicURL: "https://spawner.example/", SpawnTimeout: 10 * time.Second},
-		Concurrency: 32,
+		Concurrency: 32, StopConcurrency: 8,
 		IdleTimeout: 5 * time.Minute, Reconcile: time.Hour,
 	}
 }

@@ -36,11 +36,17 @@ type Config struct {
 	Backend string `envconfig:"BACKEND" default:"process" desc:"what a session runs as: process, docker or kubernetes"`
 	// Name identifies this provisioner; it owns the sessions it starts. A
 	// stable name lets a restarted provisioner adopt its old records.
-	Name        string        `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
-	Concurrency int           `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
-	IdleTimeout time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
-	MaxLifetime time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
-	MaxSessions int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
+	Name        string `envconfig:"PROVISIONER_NAME" desc:"owner of this provisioner's sessions (default: the host name); keep it stable across restarts"`
+	Concurrency int    `envconfig:"SPAWN_CONCURRENCY" default:"64" desc:"spawns in flight per provisioner"`
+	// StopConcurrency is how many stop requests a provisioner works on at
+	// once. With 8, as it was, 1,000 sessions going idle together at
+	// 30,000 live took 23 s to reap (BENCHMARKS.md, "Cost as sessions
+	// grow"): each stop is a few registry round trips, slower on a busy
+	// bucket, and the reaper's 64 requests queued behind 8 workers.
+	StopConcurrency int           `envconfig:"STOP_CONCURRENCY" default:"64" desc:"stop requests in flight per provisioner"`
+	IdleTimeout     time.Duration `envconfig:"IDLE_TIMEOUT" default:"5m" desc:"a session idle this long ends"`
+	MaxLifetime     time.Duration `envconfig:"MAX_LIFETIME" default:"0" desc:"a session this old ends; 0 means no limit"`
+	MaxSessions     int           `envconfig:"MAX_SESSIONS" default:"0" desc:"past this many live sessions /init gets 429; 0 means no limit"`
 	// EnvAllow lists the env names and prefixes (NAME*) requests may set;
 	// empty means any but messages.DefaultEnvDeny.
 	EnvAllow  string        `envconfig:"ENV_ALLOW" desc:"env names and PREFIX*es a request may set; empty refuses the loader variables of the default deny list"`
@@ -137,8 +143,8 @@ func New(cfg Config, deps Deps) (*Provisioner, error) {
 		name, _ = os.Hostname()
 	}
 	// The defaults live in the tags; zero here is a mistake to report.
-	if cfg.Concurrency < 1 {
-		return nil, fmt.Errorf("SPAWNER_SPAWN_CONCURRENCY must be at least 1, got %d", cfg.Concurrency)
+	if cfg.Concurrency < 1 || cfg.StopConcurrency < 1 {
+		return nil, fmt.Errorf("SPAWNER_SPAWN_CONCURRENCY (%d) and SPAWNER_STOP_CONCURRENCY (%d) must be at least 1", cfg.Concurrency, cfg.StopConcurrency)
 	}
 	if cfg.SpawnTimeout <= 0 {
 		return nil, fmt.Errorf("spawn timeout must be positive, got %s", cfg.SpawnTimeout)
@@ -200,7 +206,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", p.subj.Requested(), err)
 	}
-	stops := make(chan *nats.Msg, 256)
+	stops := make(chan *nats.Msg, max(256, p.cfg.StopConcurrency*4))
 	stopSub, err := p.nc.ChanQueueSubscribe(p.subj.Stop(), "provisioner", stops)
 	if err != nil {
 		_ = spawnSub.Unsubscribe()
@@ -243,7 +249,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 			}
 		})
 	}
-	for range 8 {
+	for range p.cfg.StopConcurrency {
 		wg.Go(func() {
 			for msg := range stops {
 				p.handleStop(work, msg)

@@ -151,6 +151,15 @@ func (r *Reaper) settled(msg jetstream.Msg) bool {
 	if err != nil {
 		return false // handle drops it, and says so.
 	}
+	r.mu.Lock()
+	stopping := r.stopping[hb.SessionID]
+	r.mu.Unlock()
+	if stopping {
+		// Its stop is in flight here already, and that stop's own
+		// heartbeat is acked only once it is done.
+		_ = msg.Ack()
+		return true
+	}
 	s, ok := r.cache.Get(hb.SessionID)
 	if !ok {
 		return false // Only the registry can tell; that read waits for a slot.
