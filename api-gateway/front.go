@@ -31,13 +31,13 @@ type front struct {
 	headerLimit time.Duration
 	fast, std   *connListener
 
-	mu    sync.Mutex
-	conns map[*peekedConn]struct{}
+	// conns are the connections sorted to the fast server.
+	conns connSet
 }
 
 func newFront(ln net.Listener, rt router, headerLimit time.Duration) *front {
 	return &front{router: rt, headerLimit: headerLimit,
-		fast: newConnListener(ln.Addr()), std: newConnListener(ln.Addr()), conns: map[*peekedConn]struct{}{}}
+		fast: newConnListener(ln.Addr()), std: newConnListener(ln.Addr())}
 }
 
 // serve accepts from ln until it is closed.
@@ -71,7 +71,7 @@ func (f *front) sort(c net.Conn) {
 	to := f.std
 	if complete && f.isSession(head) {
 		to = f.fast
-		f.track(pc, true)
+		f.conns.add(pc)
 	}
 	if !to.give(pc) {
 		_ = pc.Close()
@@ -129,29 +129,9 @@ func headerValue(block []byte, name string) ([]byte, bool) {
 	return nil, false
 }
 
-func (f *front) track(c *peekedConn, add bool) {
-	f.mu.Lock()
-	if add {
-		f.conns[c] = struct{}{}
-	} else {
-		delete(f.conns, c)
-	}
-	f.mu.Unlock()
-}
-
 // closeFast closes the fast server's connections still open after the
 // drain, as net/http's Close does for its own.
-func (f *front) closeFast() {
-	f.mu.Lock()
-	conns := make([]*peekedConn, 0, len(f.conns))
-	for c := range f.conns {
-		conns = append(conns, c)
-	}
-	f.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
+func (f *front) closeFast() { f.conns.closeAll() }
 
 // peekedConn is a connection whose first bytes sit in a reader.
 type peekedConn struct {
@@ -176,7 +156,7 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 }
 
 func (c *peekedConn) Close() error {
-	c.f.track(c, false)
+	c.f.conns.remove(c)
 	return c.Conn.Close()
 }
 

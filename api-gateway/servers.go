@@ -79,49 +79,57 @@ func (s *servers) shutdown(ctx context.Context, log *slog.Logger) {
 	s.wg.Wait()
 }
 
-// upstreamConns is a set of open connections.
-type upstreamConns struct {
+// connSet is a set of open connections, for closing those a drain left.
+type connSet struct {
 	mu  sync.Mutex
-	set map[*upstreamConn]struct{}
+	set map[net.Conn]struct{}
 }
+
+func (s *connSet) add(c net.Conn) {
+	s.mu.Lock()
+	if s.set == nil {
+		s.set = map[net.Conn]struct{}{}
+	}
+	s.set[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.set, c)
+	s.mu.Unlock()
+}
+
+// closeAll closes every connection in the set.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	open := make([]net.Conn, 0, len(s.set))
+	for c := range s.set {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
+
+// upstreamConns are the fast proxy's open connections to apps.
+type upstreamConns struct{ connSet }
 
 type upstreamConn struct {
 	net.Conn
-	in   *upstreamConns
-	once sync.Once
+	in *upstreamConns
 }
 
 func (u *upstreamConns) add(c net.Conn) net.Conn {
 	uc := &upstreamConn{Conn: c, in: u}
-	u.mu.Lock()
-	if u.set == nil {
-		u.set = map[*upstreamConn]struct{}{}
-	}
-	u.set[uc] = struct{}{}
-	u.mu.Unlock()
+	u.connSet.add(uc)
 	return uc
 }
 
 func (c *upstreamConn) Close() error {
-	c.once.Do(func() {
-		c.in.mu.Lock()
-		delete(c.in.set, c)
-		c.in.mu.Unlock()
-	})
+	c.in.remove(c)
 	return c.Conn.Close()
-}
-
-// closeAll closes every open upstream connection.
-func (u *upstreamConns) closeAll() {
-	u.mu.Lock()
-	open := make([]*upstreamConn, 0, len(u.set))
-	for c := range u.set {
-		open = append(open, c)
-	}
-	u.mu.Unlock()
-	for _, c := range open {
-		_ = c.Close()
-	}
 }
 
 // fastBody streams an app's response body to the browser. The server
