@@ -13,7 +13,9 @@ import (
 // provisioner calls it, so every start and stop takes the same path.
 type Backend interface {
 	// Run does the backend's background work (informers, child reaping)
-	// until ctx is done, and reports instances that end on their own.
+	// until ctx is done, and reports the instances it sees end, its own
+	// stops' included: the provisioner tells from the session's record
+	// whether an end was expected.
 	Run(ctx context.Context, exits chan<- Exit) error
 	// Start creates the session's instance and returns once it serves, or
 	// an error after cleaning up what it created.
@@ -76,7 +78,9 @@ type Instance struct {
 	ProxyActivity bool
 }
 
-// Exit reports an instance that ended without being asked to.
+// Exit reports an instance that ended, whoever ended it: a stop, a
+// failed start's cleanup, the app itself. Why a start failed is Start's
+// to say; the provisioner tells the expected ends from the record.
 type Exit struct {
 	SessionID string
 	Reason    messages.Reason

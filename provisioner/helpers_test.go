@@ -30,7 +30,8 @@ const patience = 20 * time.Second
 const backendName = "mem"
 
 // memBackend keeps instances in a map. The tests are about the
-// provisioner's logic, so the backend only records what it is asked to do;
+// provisioner's logic, so the backend only records what it is asked to do,
+// and, as the real backends do, reports the end of each instance it stops;
 // startHook lets a test block or fail a start.
 type memBackend struct {
 	mu        sync.Mutex
@@ -38,6 +39,7 @@ type memBackend struct {
 	started   []string
 	stopped   []string
 	exits     chan<- provisioner.Exit
+	done      <-chan struct{}
 	running   chan struct{}
 	startHook func(ctx context.Context, spec provisioner.Spec) error
 	// local makes it a backend whose instances live beside their
@@ -55,7 +57,7 @@ func (b *memBackend) Traits() provisioner.Traits { return provisioner.Traits{Loc
 
 func (b *memBackend) Run(ctx context.Context, exits chan<- provisioner.Exit) error {
 	b.mu.Lock()
-	b.exits = exits
+	b.exits, b.done = exits, ctx.Done()
 	b.mu.Unlock()
 	close(b.running)
 	<-ctx.Done()
@@ -84,6 +86,15 @@ func (b *memBackend) Stop(_ context.Context, id string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.stopped = append(b.stopped, id)
+	if _, ok := b.instances[id]; ok && b.exits != nil {
+		exits, done := b.exits, b.done
+		go func() {
+			select {
+			case exits <- provisioner.Exit{SessionID: id, Reason: messages.ReasonLost, Detail: "removed"}:
+			case <-done:
+			}
+		}()
+	}
 	delete(b.instances, id)
 	return nil
 }

@@ -262,8 +262,7 @@ func (p *Provisioner) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case e := <-exits:
-				p.log.Info("instance ended", "session_id", e.SessionID, "reason", e.Reason, "detail", e.Detail)
-				p.queueStop(e.SessionID, e.Reason, e.Detail)
+				p.queueExit(e)
 			}
 		}
 	})

@@ -93,11 +93,48 @@ func (p *Provisioner) Stop(ctx context.Context, id string, reason messages.Reaso
 }
 
 // queueStop stops a session from the work queue, retrying while it fails:
-// for the exits the backend reports, which nobody waits on and nobody
-// else would retry before the next reconcile.
+// for stops nobody waits on and nobody else would retry before the next
+// reconcile.
 func (p *Provisioner) queueStop(id string, reason messages.Reason, detail string) {
 	p.work.add(id, "stop "+string(reason), func(ctx context.Context) error {
 		_, err := p.stop(ctx, id, reason, detail)
+		return err
+	})
+}
+
+// queueExit acts, from the work queue, on an instance the backend saw
+// end. Backends report every end they see, their own stops' included,
+// and the record says whether it was expected: a session whose record is
+// gone or stopping was ended by a stop, which owns its outcome, so only a
+// session still live is stopped here, with the exit's reason. The read
+// runs after any operation in flight on the session, so a stop that
+// caused the exit has finished, or marked the record, by then; a spawn in
+// flight is waited for. Deciding
+// here rather than in each backend leaves one rule where three backends
+// kept their own memory of what they had stopped, each with its own
+// expiry.
+func (p *Provisioner) queueExit(e Exit) {
+	p.work.add(e.SessionID, "act on exit", func(ctx context.Context) error {
+		entry, err := p.reg.Get(ctx, e.SessionID)
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil // Stopped; or never recorded, which reconcile handles.
+		}
+		if err != nil {
+			return messages.Errorf(messages.CodeUnavailable, "%v", err)
+		}
+		s := entry.Session
+		switch {
+		case s.Status == messages.StatusStopping && p.now().Sub(s.StoppingAt) < p.cfg.SpawnTimeout:
+			return nil
+		case s.Status == messages.StatusCreating && !p.abandoned(s):
+			// The spawn in flight owns the outcome: a start that failed
+			// rolls back, and one that succeeded leaves a ready record
+			// that the next attempt stops. Marking the record now would
+			// race the rollback's delete.
+			return errNotYet
+		}
+		p.log.Info("instance ended", "session_id", e.SessionID, "reason", e.Reason, "detail", e.Detail)
+		_, err = p.stop(ctx, e.SessionID, e.Reason, e.Detail)
 		return err
 	})
 }

@@ -2,7 +2,11 @@ package provisioner_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -112,6 +116,66 @@ func TestExitEndsSession(t *testing.T) {
 		t.Errorf("terminated event = %+v", e.Event)
 	}
 	h.assertGone(t, id)
+}
+
+// TestExitsOfStopsEndNothingTwice: the backend reports the end of the
+// instance a stop removed, and the provisioner, reading the record, does
+// nothing more.
+func TestExitsOfStopsEndNothingTwice(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.run(t)
+	id := h.spawn(t, messages.SpawnRequest{}).SessionID
+	h.stop(t, id, messages.ReasonDeleted)
+	h.events.wait(t, "terminated", is(messages.EventTerminated, id))
+	time.Sleep(500 * time.Millisecond) // The exit's turn in the work queue.
+	if n := len(h.events.of(is(messages.EventTerminated, id))); n != 1 {
+		t.Errorf("%d terminated events, want 1", n)
+	}
+	if n := h.backend.stopsOf(id); n != 1 {
+		t.Errorf("the backend was asked %d times to stop the session, want 1", n)
+	}
+}
+
+// TestExitDuringStartIsTheSpawns: an end reported while the spawn is in
+// flight is the spawn's to handle. A start that fails rolls back with its
+// own error, and one that succeeded over an instance already gone ends
+// the session as exited.
+func TestExitDuringStartIsTheSpawns(t *testing.T) {
+	for _, fail := range []bool{true, false} {
+		t.Run(fmt.Sprintf("start fails %v", fail), func(t *testing.T) {
+			h := newHarness(t, testConfig())
+			h.backend.startHook = func(_ context.Context, spec provisioner.Spec) error {
+				h.backend.exit(provisioner.Exit{SessionID: spec.SessionID, Reason: messages.ReasonExited, Detail: "exit status 9"})
+				time.Sleep(100 * time.Millisecond) // The exit is read while the record is creating.
+				if fail {
+					return errors.New("the app exited before it was ready")
+				}
+				return nil
+			}
+			h.run(t)
+			rep := h.spawn(t, messages.SpawnRequest{})
+			if fail {
+				if rep.Error == nil || !strings.Contains(rep.Error.Message, "before it was ready") {
+					t.Fatalf("spawn reply = %+v, want the start's own error", rep)
+				}
+				id := h.events.wait(t, "failed", func(e event) bool { return e.Type == messages.EventFailed }).SessionID
+				time.Sleep(time.Second) // The exit's retries.
+				if n := len(h.events.of(func(e event) bool { return e.SessionID == id && e.Type != messages.EventCreating && e.Type != messages.EventFailed })); n != 0 {
+					t.Errorf("%d more events for the rolled back session", n)
+				}
+				h.assertGone(t, id)
+				return
+			}
+			if rep.Error != nil {
+				t.Fatalf("spawn reply = %+v", rep)
+			}
+			e := h.events.wait(t, "terminated", is(messages.EventTerminated, rep.SessionID))
+			if e.Reason != messages.ReasonExited || e.Error != "exit status 9" {
+				t.Errorf("terminated event = %+v", e.Event)
+			}
+			h.assertGone(t, rep.SessionID)
+		})
+	}
 }
 
 // TestStopGoesToTheOwner runs two provisioners of a local backend (the

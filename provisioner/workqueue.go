@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -16,6 +17,10 @@ const (
 	retryMax    = 30 * time.Second
 	maxAttempts = 8
 )
+
+// errNotYet asks the work queue to run an operation again later, without
+// a warning: another operation settles the session first.
+var errNotYet = errors.New("not yet")
 
 // workQueue serialises what happens to one session, in the manner of
 // client-go's workqueue: at most one operation per session id is in
@@ -185,7 +190,9 @@ func (q *workQueue) work(ctx context.Context) {
 			continue
 		}
 		delay := min(retryBase<<(it.attempt-1), retryMax)
-		q.log.Warn(it.what+": will retry", "session_id", it.id, "attempt", it.attempt, "in", delay, "err", err)
+		if !errors.Is(err, errNotYet) {
+			q.log.Warn(it.what+": will retry", "session_id", it.id, "attempt", it.attempt, "in", delay, "err", err)
+		}
 		q.retries.Go(func() {
 			select {
 			case <-time.After(delay):

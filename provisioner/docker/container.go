@@ -207,7 +207,6 @@ func (b *Backend) ensureNetwork(ctx context.Context) error {
 // It lists again after removing, because the engine can lose a forced
 // removal that races with a start of the same container.
 func (b *Backend) Stop(ctx context.Context, sessionID string) error {
-	b.markStopping(sessionID)
 	f := filters.NewArgs(
 		filters.Arg("label", LabelManagedBy+"="+ManagedBy),
 		filters.Arg("label", LabelSession+"="+sessionID),

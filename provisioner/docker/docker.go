@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/docker/docker/client"
 	units "github.com/docker/go-units"
@@ -89,11 +88,9 @@ type Backend struct {
 
 	mu sync.Mutex
 	// starting holds sessions whose Start is in flight; Start handles
-	// their exits itself.
+	// their exits itself. The die events of a stop are reported, and the
+	// provisioner knows them from the record.
 	starting map[string]bool
-	// stopping holds when Stop last began for a session, so that the die
-	// events its removal causes are not reported as exits.
-	stopping map[string]time.Time
 }
 
 // networkPattern is Docker's rule for network names, so a typo fails at
@@ -141,7 +138,7 @@ func New(cfg Config, log *slog.Logger) (*Backend, error) {
 	return &Backend{
 		cfg: cfg, sources: sources, memory: memory, nanoCPUs: int64(cfg.CPUs * 1e9), cli: cli,
 		log: log.With("component", "docker-backend"), http: provisioner.NewStatusChecker(),
-		starting: map[string]bool{}, stopping: map[string]time.Time{},
+		starting: map[string]bool{},
 	}, nil
 }
 
@@ -201,31 +198,10 @@ func (b *Backend) setStarting(id string, on bool) {
 	}
 }
 
-func (b *Backend) markStopping(id string) {
+// startInFlight reports whether a Start of the session is under way: a
+// container of it that ends is Start's to report.
+func (b *Backend) startInFlight(id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
-	// Die events arrive within moments of a removal; older marks only
-	// take memory.
-	for k, t := range b.stopping {
-		if now.Sub(t) > stoppingMemory {
-			delete(b.stopping, k)
-		}
-	}
-	b.stopping[id] = now
-}
-
-// stoppingMemory is how long a stop keeps the session's die events quiet.
-const stoppingMemory = 2 * time.Minute
-
-// expected reports whether a container of the session ending is Spawner's
-// own doing: a start in flight or a recent stop.
-func (b *Backend) expected(id string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.starting[id] {
-		return true
-	}
-	t, ok := b.stopping[id]
-	return ok && time.Since(t) < stoppingMemory
+	return b.starting[id]
 }

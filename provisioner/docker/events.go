@@ -22,7 +22,7 @@ const sweepEvery = time.Minute
 // the same engine sees and stops them.
 func (b *Backend) Traits() provisioner.Traits { return provisioner.Traits{} }
 
-// Run reports containers that stop on their own. It follows the engine's
+// Run reports containers that stop, outside a Start. It follows the engine's
 // event stream, filtered to this installation's "die" events, because that
 // reports an exit within milliseconds at no cost while nothing happens. A
 // stream can break and cannot see what happened while Spawner was down,
@@ -76,7 +76,7 @@ func (b *Backend) follow(ctx context.Context, msgs <-chan events.Message, errs <
 			b.sweep(ctx, exits)
 		case m := <-msgs:
 			id := m.Actor.Attributes[LabelSession]
-			if id == "" || b.expected(id) {
+			if id == "" || b.startInFlight(id) {
 				continue
 			}
 			role := m.Actor.Attributes[LabelRole]
@@ -100,7 +100,7 @@ func (b *Backend) sweep(ctx context.Context, exits chan<- provisioner.Exit) {
 	}
 	for _, c := range list {
 		id := c.Labels[LabelSession]
-		if id == "" || b.expected(id) {
+		if id == "" || b.startInFlight(id) {
 			continue
 		}
 		b.report(ctx, exits, id, fmt.Sprintf("the %s container is %s", c.Labels[LabelRole], c.Status))
@@ -108,7 +108,8 @@ func (b *Backend) sweep(ctx context.Context, exits chan<- provisioner.Exit) {
 }
 
 func (b *Backend) report(ctx context.Context, exits chan<- provisioner.Exit, id, detail string) {
-	b.log.Info("container exited", "session_id", id, "detail", detail)
+	// Stops end containers too; the provisioner tells those from the record.
+	b.log.Debug("container exited", "session_id", id, "detail", detail)
 	select {
 	case exits <- provisioner.Exit{SessionID: id, Reason: messages.ReasonExited, Detail: detail}:
 	case <-ctx.Done():

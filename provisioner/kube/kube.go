@@ -99,9 +99,6 @@ type Backend struct {
 	mu sync.Mutex
 	// waiters wakes the Start waiting on a session when its pod changes.
 	waiters map[string]chan struct{}
-	// stopping holds the sessions this backend deletes, with when, so
-	// their disappearance is not reported as lost.
-	stopping map[string]time.Time
 	// absent holds sessions whose pod create was refused outright, so
 	// the rollback's Stop needs no API server.
 	absent map[string]bool
@@ -151,7 +148,7 @@ func NewWithClient(cfg Config, client Client, log *slog.Logger) (*Backend, error
 	b := &Backend{
 		cfg: cfg, sources: sources, client: client, log: log.With("component", "kube-backend"), template: tmpl, defaults: d,
 		status: provisioner.NewStatusChecker(), synced: make(chan struct{}),
-		waiters: map[string]chan struct{}{}, stopping: map[string]time.Time{},
+		waiters: map[string]chan struct{}{},
 		absent: map[string]bool{}, reported: map[string]bool{},
 	}
 	b.informer = podInformer(client, cfg.Namespace)
@@ -338,14 +335,6 @@ func (b *Backend) Stop(ctx context.Context, id string) error {
 		b.mu.Unlock()
 		return nil
 	}
-	now := time.Now()
-	for other, at := range b.stopping {
-		// Entries whose delete event never came (the pod was already gone).
-		if now.Sub(at) > 10*time.Minute {
-			delete(b.stopping, other)
-		}
-	}
-	b.stopping[id] = now
 	b.mu.Unlock()
 	name := ObjectName(id)
 	podErr := b.call(ctx, "delete pod "+name, func(ctx context.Context) error {

@@ -202,6 +202,11 @@ func TestStartReadyListStop(t *testing.T) {
 	if err := c.b.Stop(t.Context(), id); err != nil {
 		t.Errorf("second Stop: %v", err)
 	}
+	// The stop's end is reported, once; the provisioner knows it by the
+	// session's record.
+	if e := c.nextExit(t); e.SessionID != id || e.Reason != messages.ReasonLost {
+		t.Errorf("exit %+v, want %s lost", e, id)
+	}
 	c.noExit(t)
 }
 
@@ -230,8 +235,10 @@ func TestStartFailsFast(t *testing.T) {
 	}
 	port, _ := statusServer(t, func(int) bool { return true })
 	c := startCluster(t, podIPConfig(port))
+	started := map[string]bool{}
 	for want, set := range cases {
 		id := messages.NewSessionID()
+		started[id] = true
 		go c.kubelet(t, id, set)
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		_, err := c.b.Start(ctx, provisioner.Spec{SessionID: id})
@@ -243,7 +250,20 @@ func TestStartFailsFast(t *testing.T) {
 			t.Errorf("%s: failed spawn left pod %v, service %v", want, p, s)
 		}
 	}
-	c.noExit(t)
+	// Start reported why each failed. The deletion of what it cleaned up
+	// may be reported after it returns, as any deletion is, and never
+	// names another session or another cause.
+	for {
+		select {
+		case e := <-c.exits:
+			if !started[e.SessionID] || e.Reason != messages.ReasonLost {
+				t.Errorf("unexpected exit %+v", e)
+			}
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
 }
 
 func TestStartTimesOutWithLastState(t *testing.T) {
@@ -287,7 +307,7 @@ func (c *cluster) nextExit(t *testing.T) provisioner.Exit {
 	}
 }
 
-func TestExitsOfPodsThatEndOnTheirOwn(t *testing.T) {
+func TestExitsOfPodsThatEnd(t *testing.T) {
 	c := startCluster(t, baseConfig())
 	exited := messages.NewSessionID()
 	c.managedPod(t, exited, nil)
@@ -313,6 +333,9 @@ func TestExitsOfPodsThatEndOnTheirOwn(t *testing.T) {
 	c.managedPod(t, stopped, nil)
 	if err := c.b.Stop(t.Context(), stopped); err != nil {
 		t.Fatal(err)
+	}
+	if e := c.nextExit(t); e.SessionID != stopped || e.Reason != messages.ReasonLost {
+		t.Errorf("exit %+v, want %s lost", e, stopped)
 	}
 	c.noExit(t)
 }

@@ -28,8 +28,7 @@ func (b *Backend) unwatch(id string) {
 }
 
 // onPod handles every informer event: it wakes the Start waiting on the
-// pod, and reports pods that end, or are deleted, without this backend
-// having asked.
+// pod, and reports pods that end or are deleted.
 func (b *Backend) onPod(obj any, deleted bool) {
 	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
@@ -50,18 +49,18 @@ func (b *Backend) onPod(obj any, deleted bool) {
 		default: // A wake-up is already pending; Start reads the latest state.
 		}
 	}
+	// A pod that ends while its Start waits is Start's to report. Every
+	// other end is reported, a Stop's too: the provisioner tells those
+	// from the session's record.
 	_, starting := b.waiters[id]
-	_, stopping := b.stopping[id]
-	ours := starting || stopping
 	var exit *provisioner.Exit
 	switch {
 	case deleted:
-		if !ours && !b.reported[uid] {
+		if !starting && !b.reported[uid] {
 			exit = &provisioner.Exit{SessionID: id, Reason: messages.ReasonLost, Detail: fmt.Sprintf("pod %s was deleted", pod.Name)}
 		}
-		delete(b.stopping, id)
 		delete(b.reported, uid)
-	case ours || b.reported[uid]:
+	case starting || b.reported[uid]:
 	case pod.DeletionTimestamp != nil:
 		b.reported[uid] = true
 		exit = &provisioner.Exit{SessionID: id, Reason: messages.ReasonLost, Detail: fmt.Sprintf("pod %s is being deleted", pod.Name)}
@@ -74,7 +73,7 @@ func (b *Backend) onPod(obj any, deleted bool) {
 	if exit == nil || exits == nil {
 		return
 	}
-	b.log.Info("pod ended on its own", "session_id", id, "reason", exit.Reason, "detail", exit.Detail)
+	b.log.Debug("pod ended", "session_id", id, "reason", exit.Reason, "detail", exit.Detail)
 	select {
 	case exits <- *exit:
 	case <-done:

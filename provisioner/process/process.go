@@ -83,7 +83,6 @@ type proc struct {
 	upstream   string
 	statusURL  string
 	done       chan struct{}
-	stopping   bool
 	stopStatus func()
 	// uid is the session's own uid, 0 without isolation.
 	uid uint32
@@ -286,7 +285,6 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 		}
 	}
 	b.mu.Lock()
-	stopping := p.stopping
 	if b.procs[id] == p {
 		delete(b.procs, id)
 	}
@@ -299,14 +297,12 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 	b.cleanup(p)
 	p.err = err
 	close(p.done)
-	if stopping {
-		return
-	}
 	detail := "exit status 0"
 	if err != nil {
 		detail = err.Error()
 	}
-	log.Info("app exited", "detail", detail)
+	// Stops end apps too; the provisioner tells those from the record.
+	log.Debug("app exited", "detail", detail)
 	if exits != nil {
 		// Once Run has ended nobody reads exits; do not wait for them.
 		select {
@@ -321,9 +317,6 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 func (b *Backend) Stop(ctx context.Context, id string) error {
 	b.mu.Lock()
 	p := b.procs[id]
-	if p != nil {
-		p.stopping = true
-	}
 	b.mu.Unlock()
 	if p == nil {
 		return nil
@@ -353,9 +346,6 @@ func (b *Backend) List(context.Context) ([]provisioner.Instance, error) {
 	defer b.mu.Unlock()
 	out := make([]provisioner.Instance, 0, len(b.procs))
 	for id, p := range b.procs {
-		if p.stopping {
-			continue
-		}
 		out = append(out, provisioner.Instance{SessionID: id, Upstream: p.upstream, StatusURL: p.statusURL,
 			Handle: "pid:" + strconv.Itoa(p.cmd.Process.Pid), ProxyActivity: p.proxy})
 	}

@@ -156,7 +156,9 @@ func TestAppExitReported(t *testing.T) {
 	}
 }
 
-func TestStopIsNotReportedAsExit(t *testing.T) {
+// TestEveryEndIsReported: a stopped app's end is reported as an app's
+// own is; the provisioner tells them apart by the session's record.
+func TestEveryEndIsReported(t *testing.T) {
 	needPython(t)
 	b := newBackend(t, process.Config{Command: pyApp("ready")})
 	exits := runBackend(t, b)
@@ -165,18 +167,19 @@ func TestStopIsNotReportedAsExit(t *testing.T) {
 	if err := b.Stop(context.Background(), stopped); err != nil {
 		t.Fatal(err)
 	}
-	// An exit that follows is reported, so one before it would be seen first.
 	other := messages.NewSessionID()
 	inst := start(t, b, provisioner.Spec{SessionID: other})
 	var bye map[string]any
 	getJSON(t, "http://"+inst.Upstream+"/quit", &bye)
-	select {
-	case e := <-exits:
-		if e.SessionID != other {
-			t.Errorf("exit reported for %s, which was stopped", e.SessionID)
+	for _, want := range []string{stopped, other} {
+		select {
+		case e := <-exits:
+			if e.SessionID != want || e.Reason != messages.ReasonExited || e.Detail == "" {
+				t.Errorf("exit %+v, want one of %s", e, want)
+			}
+		case <-time.After(patience):
+			t.Fatalf("the end of %s was not reported", want)
 		}
-	case <-time.After(patience):
-		t.Fatal("no exit reported")
 	}
 }
 
