@@ -160,7 +160,9 @@ func TestExitDuringStartIsTheSpawns(t *testing.T) {
 				}
 				id := h.events.wait(t, "failed", func(e event) bool { return e.Type == messages.EventFailed }).SessionID
 				time.Sleep(time.Second) // The exit's retries.
-				if n := len(h.events.of(func(e event) bool { return e.SessionID == id && e.Type != messages.EventCreating && e.Type != messages.EventFailed })); n != 0 {
+				if n := len(h.events.of(func(e event) bool {
+					return e.SessionID == id && e.Type != messages.EventCreating && e.Type != messages.EventFailed
+				})); n != 0 {
 					t.Errorf("%d more events for the rolled back session", n)
 				}
 				h.assertGone(t, id)

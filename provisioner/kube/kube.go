@@ -149,7 +149,7 @@ func NewWithClient(cfg Config, client Client, log *slog.Logger) (*Backend, error
 		cfg: cfg, sources: sources, client: client, log: log.With("component", "kube-backend"), template: tmpl, defaults: d,
 		status: provisioner.NewStatusChecker(), synced: make(chan struct{}),
 		waiters: map[string]chan struct{}{},
-		absent: map[string]bool{}, reported: map[string]bool{},
+		absent:  map[string]bool{}, reported: map[string]bool{},
 	}
 	b.informer = podInformer(client, cfg.Namespace)
 	b.lister = corelisters.NewPodLister(b.informer.GetIndexer())
