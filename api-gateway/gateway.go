@@ -89,6 +89,9 @@ type Deps struct {
 	// SessionTokens, when set, makes the proxy require each session's own
 	// access token, as returned by /init.
 	SessionTokens SessionVerifier
+	// Cache is a registry copy shared with the process's other components,
+	// which the process keeps current; nil makes the gateway keep its own.
+	Cache *registry.Cache
 }
 
 // Gateway serves the API and the proxy.
@@ -101,9 +104,12 @@ type Gateway struct {
 	tokens SessionVerifier
 	subj   messages.Subjects
 	cache  *registry.Cache
-	list   *sessionList
-	routes *routeTable
-	router router
+	// ownCache says the gateway runs its cache; a shared one is run by
+	// the process.
+	ownCache bool
+	list     *sessionList
+	routes   *routeTable
+	router   router
 	// name tells this replica's activity reports from other replicas'.
 	name  string
 	beats *heartbeatCache
@@ -173,7 +179,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		cat = catalog.Single(0)
 	}
 	g.SetCatalog(cat)
-	g.cache = registry.NewCache(g.reg, g.nc, g.log)
+	g.cache, g.ownCache = deps.Cache, deps.Cache == nil
+	if g.ownCache {
+		g.cache = registry.NewCache(g.reg, g.nc, g.log)
+	}
 	g.cache.OnChange(g.applyChange)
 	return g, nil
 }
@@ -312,7 +321,11 @@ func (g *Gateway) feed(ctx context.Context) {
 	} else {
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	_ = g.cache.Run(ctx)
+	if g.ownCache {
+		_ = g.cache.Run(ctx)
+		return
+	}
+	<-ctx.Done()
 }
 
 // applyChange follows the registry into the route table and the list.

@@ -42,6 +42,9 @@ type Deps struct {
 	Log *slog.Logger
 	// Metrics records probe latency and failures; nil records nothing.
 	Metrics *metrics.Metrics
+	// Cache is a registry copy shared with the process's other components,
+	// which the process keeps current; nil makes the prober keep its own.
+	Cache *registry.Cache
 }
 
 // Prober keeps its targets from a registry cache and probes them.
@@ -50,10 +53,13 @@ type Prober struct {
 	nc  *nats.Conn
 	// cache is the registry's copy the targets follow.
 	cache *registry.Cache
-	log   *slog.Logger
-	now   func() time.Time
-	mx    *metrics.Metrics
-	subj  messages.Subjects
+	// ownCache says the prober runs its cache; a shared one is run by the
+	// process.
+	ownCache bool
+	log      *slog.Logger
+	now      func() time.Time
+	mx       *metrics.Metrics
+	subj     messages.Subjects
 
 	mu      sync.Mutex
 	targets map[string]*target
@@ -139,7 +145,10 @@ func New(cfg Config, deps Deps) (*Prober, error) {
 		p.bySlot[i] = map[string]*target{}
 	}
 	p.members = newMembership(cfg.ProbeInterval, now, p.log)
-	p.cache = registry.NewCache(deps.Registry, deps.NATS, p.log)
+	p.cache, p.ownCache = deps.Cache, deps.Cache == nil
+	if p.ownCache {
+		p.cache = registry.NewCache(deps.Registry, deps.NATS, p.log)
+	}
 	p.cache.OnChange(p.applyChange)
 	return p, nil
 }
@@ -152,7 +161,9 @@ func (p *Prober) Run(ctx context.Context) error {
 	}
 	defer func() { _ = actSub.Unsubscribe() }()
 	watchErr := make(chan error, 1)
-	go func() { watchErr <- p.cache.Run(ctx) }()
+	if p.ownCache {
+		go func() { watchErr <- p.cache.Run(ctx) }()
+	}
 	kv, w := p.members.join(ctx, p.nc, p.subj, p.cfg.Replicas)
 	var members sync.WaitGroup
 	members.Go(func() { p.members.run(ctx, p.nc, p.subj, p.cfg.Replicas, kv, w) })

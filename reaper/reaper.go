@@ -48,6 +48,9 @@ type Deps struct {
 	Log *slog.Logger
 	// Metrics counts reaps by reason; nil records nothing.
 	Metrics *metrics.Metrics
+	// Cache is a registry copy shared with the process's other components,
+	// which the process keeps current; nil makes the reaper keep its own.
+	Cache *registry.Cache
 }
 
 // Reaper decides when sessions end.
@@ -64,6 +67,9 @@ type Reaper struct {
 	mu       sync.Mutex
 	stopping map[string]bool
 	cache    *registry.Cache
+	// ownCache says the reaper runs its cache; a shared one is run by the
+	// process.
+	ownCache bool
 }
 
 // New builds a reaper from its settings and its dependencies.
@@ -87,7 +93,10 @@ func New(cfg Config, deps Deps) (*Reaper, error) {
 	}
 	r := &Reaper{cfg: cfg, js: deps.JetStream, nc: deps.NATS, reg: deps.Registry, now: now, subj: subj,
 		mx: deps.Metrics, log: log.With("component", "reaper"), stopping: map[string]bool{}}
-	r.cache = registry.NewCache(r.reg, r.nc, r.log)
+	r.cache, r.ownCache = deps.Cache, deps.Cache == nil
+	if r.ownCache {
+		r.cache = registry.NewCache(r.reg, r.nc, r.log)
+	}
 	return r, nil
 }
 
@@ -111,7 +120,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 	}
 	sem := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = r.cache.Run(ctx) })
+	if r.ownCache {
+		wg.Go(func() { _ = r.cache.Run(ctx) })
+	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		if r.settled(msg) {
 			return

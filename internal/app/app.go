@@ -145,7 +145,14 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 	deps.nc, deps.reg = nc, registry.New(kv)
 
 	var g run.Group
-	if err := m.addMetrics(ctx, &g, mode, deps.metrics, deps.reg); err != nil {
+	if mode != ModeProvisioner {
+		// One copy of the registry per process, not one per component: at
+		// 10,000 sessions the all-in-one held four, and a copy costs about
+		// 1 KB a session (BENCHMARKS.md, the prober at 10,000 sessions).
+		deps.cache = registry.NewCache(deps.reg, nc, m.Log.With("component", "registry"))
+		addActor(ctx, &g, deps.cache.Run)
+	}
+	if err := m.addMetrics(ctx, &g, mode, deps.metrics, deps.cache); err != nil {
 		return err
 	}
 	if mode == ModeAll || mode == ModeGateway {
@@ -159,14 +166,14 @@ func (m *Main) Run(ctx context.Context, mode Mode) error {
 		}
 	}
 	if mode == ModeAll || mode == ModeProber {
-		p, err := prober.New(cfg.Prober, prober.Deps{NATS: nc, Registry: deps.reg, Now: time.Now, Log: m.Log, Metrics: deps.metrics})
+		p, err := prober.New(cfg.Prober, prober.Deps{NATS: nc, Registry: deps.reg, Now: time.Now, Log: m.Log, Metrics: deps.metrics, Cache: deps.cache})
 		if err != nil {
 			return err
 		}
 		addActor(ctx, &g, p.Run)
 	}
 	if mode == ModeAll || mode == ModeReaper {
-		r, err := reaper.New(cfg.Reaper, reaper.Deps{JetStream: js, NATS: nc, Registry: deps.reg, Now: time.Now, Log: m.Log, Metrics: deps.metrics})
+		r, err := reaper.New(cfg.Reaper, reaper.Deps{JetStream: js, NATS: nc, Registry: deps.reg, Now: time.Now, Log: m.Log, Metrics: deps.metrics, Cache: deps.cache})
 		if err != nil {
 			return err
 		}
@@ -241,7 +248,7 @@ func (m *Main) addGateway(ctx context.Context, g *run.Group, deps shared) error 
 		// Without SPAWNER_APPS, GET /apps lists the one app the settings define.
 		cat = catalog.Single(m.Config.Provisioner.WarmPool)
 	}
-	gd := gateway.Deps{NATS: deps.nc, Registry: deps.reg, Log: m.Log, Metrics: deps.metrics, Catalog: cat}
+	gd := gateway.Deps{NATS: deps.nc, Registry: deps.reg, Log: m.Log, Metrics: deps.metrics, Catalog: cat, Cache: deps.cache}
 	if deps.signer != nil {
 		gd.SessionTokens = deps.signer
 	}

@@ -14,8 +14,12 @@ import (
 // shared is what one process's components are built with besides their
 // settings.
 type shared struct {
-	nc      *nats.Conn
-	reg     *registry.Registry
+	nc  *nats.Conn
+	reg *registry.Registry
+	// cache is the process's one registry copy, which the gateway, the
+	// prober, the reaper and the session gauge share; nil where none of
+	// them runs.
+	cache   *registry.Cache
 	metrics *metrics.Metrics
 	// catalog is SPAWNER_APPS, nil without it.
 	catalog *catalog.Catalog

@@ -17,9 +17,9 @@ func (m *Main) MetricsAddr() string { return m.metricsAddr }
 
 // addMetrics keeps the live-session gauge where a gateway runs and serves
 // /metrics on SPAWNER_METRICS_ADDR when it is set.
-func (m *Main) addMetrics(ctx context.Context, g *run.Group, mode Mode, mx *metrics.Metrics, reg *registry.Registry) error {
+func (m *Main) addMetrics(ctx context.Context, g *run.Group, mode Mode, mx *metrics.Metrics, cache *registry.Cache) error {
 	if mode == ModeAll || mode == ModeGateway {
-		addActor(ctx, g, func(ctx context.Context) error { return mx.WatchSessions(ctx, reg, m.Log) })
+		addActor(ctx, g, func(ctx context.Context) error { mx.WatchSessions(ctx, cache); return nil })
 	}
 	addr := m.Config.Common.MetricsAddr
 	if addr == "" {

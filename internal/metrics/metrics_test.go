@@ -60,9 +60,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.EventStreamClosed()
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := m.WatchSessions(ctx, nil, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	m.WatchSessions(ctx, nil)
 }
 
 func TestObservationsShowOnTheHandler(t *testing.T) {
@@ -119,8 +117,10 @@ func TestWatchSessionsCountsTheRegistry(t *testing.T) {
 	reg := registry.New(env.KV)
 	m := New()
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- m.WatchSessions(ctx, reg, slog.New(slog.DiscardHandler)) }()
+	cache := registry.NewCache(reg, nil, slog.New(slog.DiscardHandler))
+	done := make(chan error, 2)
+	go func() { done <- cache.Run(ctx) }()
+	go func() { m.WatchSessions(ctx, cache); done <- nil }()
 
 	gauge := func(status messages.Status) string {
 		re := regexp.MustCompile(`spawner_sessions\{app="files",status="` + string(status) + `"\} (\d+)`)
@@ -159,8 +159,10 @@ func TestWatchSessionsCountsTheRegistry(t *testing.T) {
 	}
 	await("0", "1")
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

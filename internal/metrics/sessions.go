@@ -2,20 +2,19 @@ package metrics
 
 import (
 	"context"
-	"log/slog"
 
 	"github.com/spawnerhq/spawner/internal/registry"
 	"github.com/spawnerhq/spawner/messages"
 )
 
-// WatchSessions keeps spawner_sessions{status,app} equal to the registry's
-// records until ctx is done. It follows a registry cache rather than
-// listing the bucket at each scrape, so a scrape costs nothing at any
-// session count.
-func (m *Metrics) WatchSessions(ctx context.Context, reg *registry.Registry, log *slog.Logger) error {
+// WatchSessions keeps spawner_sessions{status,app} equal to the records
+// of cache, which its owner keeps current, until ctx is done. It follows
+// the cache rather than listing the bucket at each scrape, so a scrape
+// costs nothing at any session count.
+func (m *Metrics) WatchSessions(ctx context.Context, cache *registry.Cache) {
 	if m == nil {
 		<-ctx.Done()
-		return nil
+		return
 	}
 	// The cache reports a record that ended while its watch was down as
 	// deleted, so the counts never keep a session that is gone.
@@ -24,7 +23,8 @@ func (m *Metrics) WatchSessions(ctx context.Context, reg *registry.Registry, log
 		app    string
 	}
 	status := map[string]seen{}
-	cache := registry.NewCache(reg, nil, log.With("component", "metrics"))
+	// The handler runs on the cache's goroutine, one change at a time, so
+	// status needs no lock.
 	cache.OnChange(func(c registry.Change) {
 		if c.Synced {
 			return
@@ -39,5 +39,5 @@ func (m *Metrics) WatchSessions(ctx context.Context, reg *registry.Registry, log
 			m.sessions.WithLabelValues(string(now.status), now.app).Inc()
 		}
 	})
-	return cache.Run(ctx)
+	<-ctx.Done()
 }
