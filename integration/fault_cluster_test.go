@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -397,14 +398,25 @@ func (c *faultCluster) cleanup() {
 	}
 }
 
+// faultFreePort returns a port nothing listens on, from below Linux's
+// ephemeral range (32768 up): a port the kernel handed out for ":0" is
+// free again once closed, and an outgoing connection of any process may
+// take it as its own port before the server that was to listen there
+// starts. That happened to a NATS route port while the suite ran, and the
+// server could not open its route listener.
 func faultFreePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + mathrand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port between 20000 and 32000")
+	return 0
 }
 
 func faultRandomHex(n int) string {

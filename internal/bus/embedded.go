@@ -41,6 +41,9 @@ func EmbeddedFrom(c Config, storeDir string) EmbeddedConfig {
 		Leaf: c.LeafConfig, Pool: c.Pool}
 }
 
+// readyWithin bounds the wait for an embedded server's listeners.
+const readyWithin = 30 * time.Second
+
 // RunEmbedded starts a nats-server with JetStream inside this process and
 // waits until it accepts connections.
 func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
@@ -98,9 +101,12 @@ func RunEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	// The server opens its listeners only after JetStream is up, which
+	// took over 10 s for one of three clustered servers started at once
+	// while the end-to-end suite ran on two cores.
+	if !srv.ReadyForConnections(readyWithin) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready within 10s (is %s in use?)", cfg.Listen)
+		return nil, fmt.Errorf("embedded nats: not ready within %s (is %s in use?)", readyWithin, cfg.Listen)
 	}
 	return srv, nil
 }
