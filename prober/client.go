@@ -28,15 +28,21 @@ type statusClient struct {
 	tls     bool
 	idleFor time.Duration
 	err     error
+	// budget bounds the connections kept across the prober's targets;
+	// while conn is set (or taken out by a probe), one unit is held.
+	budget *connBudget
 
 	mu       sync.Mutex
 	conn     net.Conn
 	lastUsed time.Time
+	// closed is set once the target is gone: a probe in flight then closes
+	// its connection rather than keep it where nothing would close it.
+	closed bool
 }
 
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
-func newStatusClient(statusURL string, cfg Config) *statusClient {
+func newStatusClient(statusURL string, cfg Config, budget *connBudget) *statusClient {
 	u, err := url.Parse(statusURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return &statusClient{err: fmt.Errorf("status URL %q is not an http(s) URL", statusURL)}
@@ -48,7 +54,7 @@ func newStatusClient(statusURL string, cfg Config) *statusClient {
 	// Kept between rounds: reconnecting to thousands of targets every
 	// interval costs more than holding them.
 	return &statusClient{uri: u.RequestURI(), host: u.Host, addr: addr, tls: u.Scheme == "https",
-		idleFor: 2*cfg.ProbeInterval + time.Second}
+		idleFor: 2*cfg.ProbeInterval + time.Second, budget: budget}
 }
 
 // fetch reads the target's /status within timeout.
@@ -59,11 +65,19 @@ func (c *statusClient) fetch(timeout time.Duration) (messages.AppStatus, error) 
 	c.mu.Lock()
 	conn := c.conn
 	c.conn = nil
+	// held says this probe holds the budget's unit of the kept connection,
+	// for the connection it ends up with.
+	held := conn != nil
 	if conn != nil && time.Since(c.lastUsed) > c.idleFor {
 		_ = conn.Close() // the app may have closed it by now
 		conn = nil
 	}
 	c.mu.Unlock()
+	defer func() {
+		if held {
+			c.budget.give()
+		}
+	}()
 	deadline := time.Now().Add(timeout)
 	reused := conn != nil
 	if !reused {
@@ -82,13 +96,19 @@ func (c *statusClient) fetch(timeout time.Duration) (messages.AppStatus, error) 
 		}
 		st, keep, _, err = c.roundTrip(conn, deadline)
 	}
-	if !keep {
+	if !keep || (!held && !c.budget.take()) {
 		_ = conn.Close()
 		return st, err
 	}
+	held = false // The kept connection holds it now.
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		_ = conn.Close()
+		c.budget.give()
+		return st, err
+	}
 	c.conn, c.lastUsed = conn, time.Now()
-	c.mu.Unlock()
 	return st, err
 }
 
@@ -194,9 +214,11 @@ func (c *statusClient) close() {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	if c.conn != nil {
 		_ = c.conn.Close()
 		c.conn = nil
+		c.budget.give()
 	}
 }
 

@@ -35,7 +35,7 @@ func TestStatusClientKeepsOneConnection(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, `{"active_connections":2,"seconds_inactive":7,"listening":true}`)
 	})
-	c := newStatusClient(srv.URL+"/s/1/status?x=1", Config{Probing: settings.Probing{ProbeInterval: time.Second}})
+	c := newStatusClient(srv.URL+"/s/1/status?x=1", Config{Probing: settings.Probing{ProbeInterval: time.Second}}, nil)
 	defer c.close()
 	for range 5 {
 		st, err := c.fetch(2 * time.Second)
@@ -57,7 +57,7 @@ func TestStatusClientRedialsAClosedConnection(t *testing.T) {
 	srv, conns := statusServer(t, func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, `{"active_connections":0,"seconds_inactive":1,"listening":true}`)
 	})
-	c := newStatusClient(srv.URL+"/status", Config{Probing: settings.Probing{ProbeInterval: time.Second}})
+	c := newStatusClient(srv.URL+"/status", Config{Probing: settings.Probing{ProbeInterval: time.Second}}, nil)
 	defer c.close()
 	if _, err := c.fetch(2 * time.Second); err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestStatusClientErrors(t *testing.T) {
 		"http://127.0.0.1:1/": "connect",
 	}
 	for url, want := range cases {
-		c := newStatusClient(url, Config{Probing: settings.Probing{ProbeInterval: time.Second}})
+		c := newStatusClient(url, Config{Probing: settings.Probing{ProbeInterval: time.Second}}, nil)
 		_, err := c.fetch(2 * time.Second)
 		c.close()
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -116,7 +116,7 @@ func TestStatusClientTimesOut(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	c := newStatusClient("http://"+ln.Addr().String()+"/status", Config{Probing: settings.Probing{ProbeInterval: time.Second}})
+	c := newStatusClient("http://"+ln.Addr().String()+"/status", Config{Probing: settings.Probing{ProbeInterval: time.Second}}, nil)
 	start := time.Now()
 	_, err = c.fetch(200 * time.Millisecond)
 	if err == nil {

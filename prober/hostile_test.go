@@ -74,7 +74,7 @@ func TestStatusClientBoundsHostileAnswers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := newStatusClient(a.url, Config{Probing: settings.Probing{ProbeInterval: time.Second}})
+			c := newStatusClient(a.url, Config{Probing: settings.Probing{ProbeInterval: time.Second}}, nil)
 			defer c.close()
 			// Three rounds, as the prober would run them.
 			for range 3 {

@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,6 +57,11 @@ type Prober struct {
 	// ownCache says the prober runs its cache; a shared one is run by the
 	// process.
 	ownCache bool
+	// conns bounds the connections kept to targets between probes.
+	conns *connBudget
+	// starvedAt is when a probe last failed for want of the prober's own
+	// resources, in Unix nanoseconds, so that it is logged once a minute.
+	starvedAt atomic.Int64
 	log      *slog.Logger
 	now      func() time.Time
 	mx       *metrics.Metrics
@@ -145,6 +151,7 @@ func New(cfg Config, deps Deps) (*Prober, error) {
 		p.bySlot[i] = map[string]*target{}
 	}
 	p.members = newMembership(cfg.ProbeInterval, now, p.log)
+	p.conns = newConnBudget(cfg.Concurrency)
 	p.cache, p.ownCache = deps.Cache, deps.Cache == nil
 	if p.ownCache {
 		p.cache = registry.NewCache(deps.Registry, deps.NATS, p.log)
@@ -279,7 +286,7 @@ func (p *Prober) applyChange(c registry.Change) {
 		t.client.close()
 		t.statusURL, t.client = s.StatusURL, nil
 		if s.StatusURL != "" {
-			t.client = newStatusClient(s.StatusURL, p.cfg)
+			t.client = newStatusClient(s.StatusURL, p.cfg, p.conns)
 		}
 	}
 	// Idle time counts from when the session became usable: ready, or
@@ -298,6 +305,19 @@ func (p *Prober) probe(ctx context.Context, id string, tg target) {
 		st, err = tg.client.fetch(p.cfg.Timeout)
 	}
 	took := p.now().Sub(start)
+	if err != nil && localFailure(err) {
+		// Not the app's failure: no heartbeat, rather than one that would
+		// count towards ending a healthy session as unhealthy.
+		p.mu.Lock()
+		if t := p.targets[id]; t != nil {
+			t.probing = false
+		}
+		p.mu.Unlock()
+		if last := p.starvedAt.Load(); start.UnixNano()-last > int64(time.Minute) && p.starvedAt.CompareAndSwap(last, start.UnixNano()) {
+			p.log.Warn("probes fail for want of the prober's own resources; raise its open-file limit", "err", err)
+		}
+		return
+	}
 	hb := messages.Heartbeat{SessionID: id, Time: start.UTC(), LatencySeconds: took.Seconds()}
 	if ctx.Err() == nil && tg.client != nil {
 		p.mx.Probed(took, err != nil)
