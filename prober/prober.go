@@ -62,10 +62,10 @@ type Prober struct {
 	// starvedAt is when a probe last failed for want of the prober's own
 	// resources, in Unix nanoseconds, so that it is logged once a minute.
 	starvedAt atomic.Int64
-	log      *slog.Logger
-	now      func() time.Time
-	mx       *metrics.Metrics
-	subj     messages.Subjects
+	log       *slog.Logger
+	now       func() time.Time
+	mx        *metrics.Metrics
+	subj      messages.Subjects
 
 	mu      sync.Mutex
 	targets map[string]*target
