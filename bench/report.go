@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -42,6 +44,8 @@ type Machine struct {
 	Go     string
 	Kernel string
 	Date   time.Time
+	// OpenFiles is the open-file limit of the processes the run starts.
+	OpenFiles uint64
 }
 
 // ThisMachine reads the machine's description.
@@ -61,7 +65,29 @@ func ThisMachine() Machine {
 	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(data))
 	}
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
+		m.OpenFiles = rl.Max
+	}
 	return m
+}
+
+// RaiseOpenFiles lifts the open-file limit that the processes the run
+// starts inherit, as far as the kernel allows, as a host that runs tens
+// of thousands of sessions is set up (Kubernetes gives containers
+// 1,048,576): the prober keeps a connection per session it probes. It
+// fails quietly where it may not, and the report gives the limit in effect.
+func RaiseOpenFiles() {
+	limit := uint64(1 << 20)
+	if data, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64); err == nil {
+			limit = n
+		}
+	}
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Max < limit {
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: limit, Max: limit})
+	}
 }
 
 // WriteMarkdown renders the report.
@@ -72,6 +98,9 @@ func WriteMarkdown(w io.Writer, m Machine, took time.Duration, sections []Sectio
 	b.WriteString("each beside its peer measured in the same run. Do not edit by hand.\n\n")
 	fmt.Fprintf(&b, "- Machine: %d cores, %s, Linux %s\n", m.Cores, m.CPU, m.Kernel)
 	fmt.Fprintf(&b, "- Go: %s\n", m.Go)
+	if m.OpenFiles > 0 {
+		fmt.Fprintf(&b, "- Open-file limit of every process started: %d\n", m.OpenFiles)
+	}
 	fmt.Fprintf(&b, "- Date: %s (the run took %s)\n", m.Date.Format("2006-01-02 15:04 MST"), took.Round(time.Second))
 	if load := loadAverage(); load != "" {
 		fmt.Fprintf(&b, "- Load average when the run ended: %s (other work on the machine shows up as noise)\n", load)

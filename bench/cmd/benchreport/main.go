@@ -42,6 +42,7 @@ func run(ctx context.Context) error {
 		}
 		*p = abs
 	}
+	bench.RaiseOpenFiles()
 	dir, err := os.MkdirTemp("", "spawner-bench-")
 	if err != nil {
 		return err
