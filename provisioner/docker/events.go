@@ -109,7 +109,7 @@ func (b *Backend) sweep(ctx context.Context, exits chan<- provisioner.Exit) {
 
 func (b *Backend) report(ctx context.Context, exits chan<- provisioner.Exit, id, detail string) {
 	// Stops end containers too; the provisioner tells those from the record.
-	b.log.Debug("container exited", "session_id", id, "detail", detail)
+	b.log.Info("container exited", "session_id", id, "detail", detail)
 	select {
 	case exits <- provisioner.Exit{SessionID: id, Reason: messages.ReasonExited, Detail: detail}:
 	case <-ctx.Done():

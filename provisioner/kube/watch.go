@@ -73,7 +73,7 @@ func (b *Backend) onPod(obj any, deleted bool) {
 	if exit == nil || exits == nil {
 		return
 	}
-	b.log.Debug("pod ended", "session_id", id, "reason", exit.Reason, "detail", exit.Detail)
+	b.log.Info("pod ended", "session_id", id, "reason", exit.Reason, "detail", exit.Detail)
 	select {
 	case exits <- *exit:
 	case <-done:

@@ -302,7 +302,7 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 		detail = err.Error()
 	}
 	// Stops end apps too; the provisioner tells those from the record.
-	log.Debug("app exited", "detail", detail)
+	log.Info("app exited", "detail", detail)
 	if exits != nil {
 		// Once Run has ended nobody reads exits; do not wait for them.
 		select {
