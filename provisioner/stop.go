@@ -109,10 +109,9 @@ func (p *Provisioner) queueStop(id string, reason messages.Reason, detail string
 // session still live is stopped here, with the exit's reason. The read
 // runs after any operation in flight on the session, so a stop that
 // caused the exit has finished, or marked the record, by then; a spawn in
-// flight is waited for. Deciding
-// here rather than in each backend leaves one rule where three backends
-// kept their own memory of what they had stopped, each with its own
-// expiry.
+// flight is waited for. Deciding here rather than in each backend leaves
+// one rule where three backends kept their own memory of what they had
+// stopped, each with its own expiry.
 func (p *Provisioner) queueExit(e Exit) {
 	p.work.add(e.SessionID, "act on exit", func(ctx context.Context) error {
 		entry, err := p.reg.Get(ctx, e.SessionID)
