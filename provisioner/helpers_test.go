@@ -236,7 +236,14 @@ func (h *harness) stop(t *testing.T, id string, reason messages.Reason) messages
 
 func (h *harness) assertGone(t *testing.T, id string) {
 	t.Helper()
-	if _, err := h.reg.Get(context.Background(), id); !errors.Is(err, registry.ErrNotFound) {
+	// The record goes right after the session's last event is stored.
+	deadline := time.Now().Add(2 * time.Second)
+	_, err := h.reg.Get(context.Background(), id)
+	for err == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		_, err = h.reg.Get(context.Background(), id)
+	}
+	if !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("record of %s: %v, want it gone", id, err)
 	}
 	if h.backend.has(id) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/spawnerhq/spawner/internal/catalog"
 	"github.com/spawnerhq/spawner/internal/metrics"
@@ -91,8 +92,10 @@ type TokenSigner interface {
 
 // Provisioner serves spawn and stop requests.
 type Provisioner struct {
-	cfg     Config
-	nc      *nats.Conn
+	cfg Config
+	nc  *nats.Conn
+	// js stores the events that end sessions (events.go).
+	js      jetstream.JetStream
 	reg     *registry.Registry
 	backend Backend
 	log     *slog.Logger
@@ -182,6 +185,11 @@ func New(cfg Config, deps Deps) (*Provisioner, error) {
 		cfg: cfg, nc: deps.NATS, reg: deps.Registry, backend: deps.Backend, subj: subj,
 		log: log, now: now, mx: deps.Metrics, tokens: deps.Tokens, name: name, publicURL: cmp.Or(cfg.PublicURL, deps.GatewayURL),
 		inflight: map[string]bool{}, refill: make(chan struct{}, 1), started: now(), ready: make(chan struct{}),
+	}
+	if deps.NATS != nil {
+		if p.js, err = jetstream.New(deps.NATS); err != nil {
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
 	}
 	p.apps.Store(set)
 	return p, nil
@@ -324,21 +332,6 @@ func (p *Provisioner) stopOwned(ctx context.Context) {
 		})
 	}
 	wg.Wait()
-}
-
-func (p *Provisioner) emit(ev messages.Event) {
-	if ev.Time.IsZero() {
-		ev.Time = p.now().UTC()
-	}
-	ev.Pool = p.cfg.Pool
-	data, err := json.Marshal(ev)
-	if err != nil {
-		p.log.Error("encode event", "type", ev.Type, "err", err)
-		return
-	}
-	if err := p.nc.Publish(p.subj.Event(ev.Type), data); err != nil {
-		p.log.Error("publish event", "type", ev.Type, "session_id", ev.SessionID, "err", err)
-	}
 }
 
 // withToken adds the session's access token when per-session auth is on.

@@ -242,16 +242,20 @@ func (p *Provisioner) rollback(ctx context.Context, s messages.Session, rev uint
 		p.log.Error("roll back instance", "session_id", s.ID, "err", err)
 		return
 	}
-	// As in finishStop: nothing between the record's delete and the event.
+	// As in finishStop: the event is stored before the record goes, and
+	// when it cannot be, the record stays for reconcile to end.
 	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
 		p.log.Error("roll back key", "session_id", s.ID, "err", err)
+	}
+	if err := p.emitStored(ctx, messages.Event{Type: messages.EventFailed, SessionID: s.ID, App: s.App, RequestID: s.RequestID, Key: s.Key,
+		Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: messages.ReasonFailed,
+		Error: cause.Error(), SpawnSeconds: p.now().Sub(start).Seconds()}); err != nil {
+		p.log.Error("roll back", "session_id", s.ID, "err", err)
+		return
 	}
 	if err := p.reg.Delete(ctx, s.ID, rev); err != nil {
 		p.log.Error("roll back record", "session_id", s.ID, "err", err)
 	}
-	p.emit(messages.Event{Type: messages.EventFailed, SessionID: s.ID, App: s.App, RequestID: s.RequestID, Key: s.Key,
-		Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: messages.ReasonFailed,
-		Error: cause.Error(), SpawnSeconds: p.now().Sub(start).Seconds()})
 	p.release(ctx, s.ID)
 }
 

@@ -194,21 +194,20 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	if err := p.backend.Stop(ctx, s.ID); err != nil {
 		return fmt.Errorf("stop instance of %s: %w", s.ID, err)
 	}
-	// The key is released before the record goes, and the event sent
-	// right after: once the record is gone no reconcile finds the session
-	// again, so a crash between the delete and the event would end it
-	// without one. The cluster fault suite lost a session that way while
-	// the key's release, a registry round trip, sat in between. A crash
-	// after the key's release leaves the stopping record to reconcile.
+	// The key is released first: a crash after it leaves the stopping
+	// record for reconcile to finish. The event is stored before the
+	// record goes (emitStored says why).
 	if err := p.reg.ReleaseKey(ctx, s.Key, s.ID); err != nil {
 		p.log.Error("release key", "session_id", s.ID, "err", err)
+	}
+	if err := p.emitStored(ctx, messages.Event{Type: messages.EventTerminated, SessionID: s.ID, App: s.App, Key: s.Key, RequestID: s.RequestID,
+		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
+		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()}); err != nil {
+		return err
 	}
 	if err := p.deleteRecord(ctx, s.ID, rev); err != nil {
 		return err
 	}
-	p.emit(messages.Event{Type: messages.EventTerminated, SessionID: s.ID, App: s.App, Key: s.Key, RequestID: s.RequestID,
-		URL: s.URL, Backend: s.Backend, Owner: s.Owner, Labels: s.Labels, Reason: reason, Error: detail,
-		LifetimeSeconds: p.now().Sub(s.CreatedAt).Seconds()})
 	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
 	p.mx.SessionTerminated(p.appOf(s), reason)

@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/spawnerhq/spawner/internal/bus"
 	"github.com/spawnerhq/spawner/internal/testrun"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
@@ -225,5 +227,62 @@ func TestStopGoesToTheOwner(t *testing.T) {
 	}
 	if n := len(owners); h.backend.starts() == n || backendB.starts() == n {
 		t.Fatalf("one provisioner started all %d sessions; the test needs both", n)
+	}
+}
+
+// TestEndEventStoredBeforeRecordGoes: a session's record goes only once
+// its terminated event is in the event stream, so an event that cannot be
+// stored leaves the session for a later stop instead of ending it unseen.
+// The stream is deleted to stand for NATS losing the event.
+func TestEndEventStoredBeforeRecordGoes(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.run(t)
+	rep := h.spawn(t, messages.SpawnRequest{})
+	if rep.Error != nil {
+		t.Fatalf("spawn: %+v", rep.Error)
+	}
+	ctx := context.Background()
+	stream := h.subj.EventStream()
+	if err := h.env.JS.DeleteStream(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan messages.StopReply, 1)
+	go func() {
+		msg, err := h.client.Request(h.subj.Stop(), mustJSON(messages.StopRequest{SessionID: rep.SessionID}), patience)
+		var r messages.StopReply
+		if err == nil {
+			err = json.Unmarshal(msg.Data, &r)
+		}
+		if err != nil {
+			r.Error = messages.Errorf(messages.CodeUnavailable, "%v", err)
+		}
+		stopped <- r
+	}()
+	time.Sleep(time.Second)
+	entry, err := h.reg.Get(ctx, rep.SessionID)
+	if err != nil {
+		t.Fatalf("the record went before its terminated event was stored: %v", err)
+	}
+	if entry.Session.Status != messages.StatusStopping {
+		t.Errorf("record status = %s, want stopping", entry.Session.Status)
+	}
+	if _, err := bus.Ensure(ctx, h.env.JS, h.env.Config); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-stopped; r.Error != nil || !r.Found {
+		t.Fatalf("stop reply = %+v", r)
+	}
+	h.assertGone(t, rep.SessionID)
+	s, err := h.env.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, h.subj.Event(messages.EventTerminated))
+	if err != nil {
+		t.Fatalf("no terminated event in the stream: %v", err)
+	}
+	var ev messages.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.SessionID != rep.SessionID {
+		t.Errorf("stored terminated event = %s (%v), want session %s's", msg.Data, err, rep.SessionID)
 	}
 }

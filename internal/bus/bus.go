@@ -230,7 +230,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.
 		MaxMsgs:  1_000_000,
 		MaxBytes: 512 << 20,
 		Discard:  jetstream.DiscardOld,
-		NoAck:    true,
+		// Acknowledged, for the provisioner stores the events that end
+		// sessions and waits for the stream to have them; a plain publish
+		// asks for no acknowledgement and gets none. The message ids of
+		// those events are deduplicated within two minutes.
+		Duplicates: 2 * time.Minute,
 	}); err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", subj.EventStream(), err)
 	}
