@@ -35,3 +35,35 @@ func TestSpawnerLinksTheAPIGroupsItUses(t *testing.T) {
 		t.Error("spawner imports no API group: is the kubernetes backend still linked?")
 	}
 }
+
+// TestComponentsImportNoOtherComponent holds the import rules of the
+// architecture: messages imports nothing of ours, and the gateway, the
+// provisioner, the prober, the reaper and the sidecar import the contract
+// and the plumbing, never each other. Only the provisioner's backends
+// import the provisioner, for the Backend interface they implement.
+func TestComponentsImportNoOtherComponent(t *testing.T) {
+	const mod = "github.com/spawnerhq/spawner/"
+	components := []string{"api-gateway", "provisioner", "prober", "reaper", "sidecar"}
+	owner := func(pkg string) string {
+		for _, c := range components {
+			if pkg == mod+c || strings.HasPrefix(pkg, mod+c+"/") {
+				return c
+			}
+		}
+		return ""
+	}
+	for _, dir := range append([]string{"messages"}, components...) {
+		out, err := exec.Command("go", "list", "-deps", "../../"+dir+"/...").Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", dir, err)
+		}
+		for _, pkg := range strings.Fields(string(out)) {
+			if !strings.HasPrefix(pkg, mod) || pkg == mod+dir || strings.HasPrefix(pkg, mod+dir+"/") {
+				continue
+			}
+			if dir == "messages" || owner(pkg) != "" {
+				t.Errorf("%s imports %s", dir, pkg)
+			}
+		}
+	}
+}
