@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,6 +47,10 @@ type Machine struct {
 	Date   time.Time
 	// OpenFiles is the open-file limit of the processes the run starts.
 	OpenFiles uint64
+	// ProcessStart is the median time to start and reap /bin/true: the
+	// machine's own cost of a process, which every spawn row includes
+	// and which differs between machines by several times.
+	ProcessStart time.Duration
 }
 
 // ThisMachine reads the machine's description.
@@ -69,7 +74,23 @@ func ThisMachine() Machine {
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
 		m.OpenFiles = rl.Max
 	}
+	m.ProcessStart = processStart()
 	return m
+}
+
+// processStart is the median of 31 runs of /bin/true, or 0 when it
+// cannot run.
+func processStart() time.Duration {
+	runs := make([]time.Duration, 0, 31)
+	for range cap(runs) {
+		start := time.Now()
+		if exec.Command("/bin/true").Run() != nil {
+			return 0
+		}
+		runs = append(runs, time.Since(start))
+	}
+	slices.Sort(runs)
+	return runs[len(runs)/2]
 }
 
 // RaiseOpenFiles lifts the open-file limit that the processes the run
@@ -100,6 +121,10 @@ func WriteMarkdown(w io.Writer, m Machine, took time.Duration, sections []Sectio
 	fmt.Fprintf(&b, "- Go: %s\n", m.Go)
 	if m.OpenFiles > 0 {
 		fmt.Fprintf(&b, "- Open-file limit of every process started: %d\n", m.OpenFiles)
+	}
+	if m.ProcessStart > 0 {
+		fmt.Fprintf(&b, "- Starting and reaping /bin/true: %.2f ms (median of 31; the machine's own cost of a process)\n",
+			float64(m.ProcessStart.Microseconds())/1000)
 	}
 	fmt.Fprintf(&b, "- Date: %s (the run took %s)\n", m.Date.Format("2006-01-02 15:04 MST"), took.Round(time.Second))
 	if load := loadAverage(); load != "" {
