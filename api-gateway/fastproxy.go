@@ -47,6 +47,9 @@ const (
 	// maxUpstreamHeader bounds an upstream's response header; it is also
 	// the read buffer of each request in flight. nginx's default is 4 KiB.
 	maxUpstreamHeader = 16 << 10
+	// headDelay is how long a response's head waits for its body's
+	// first bytes (copyBody).
+	headDelay = time.Millisecond
 	// clientSweepAge is how long an upstream's client may go unused with
 	// no connections before it is dropped; sessions come and go.
 	clientSweepAge = time.Minute
@@ -312,7 +315,17 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 	bp := f.bufs.Get().(*[]byte)
 	defer f.bufs.Put(bp)
 	buf := *bp
-	var rc *http.ResponseController
+	rc := http.NewResponseController(w)
+	// The head waits up to headDelay for the body's first bytes, to go
+	// out with them in one write; past that it goes alone, so an app that
+	// sends its head and then waits, as an event stream does, is seen to
+	// answer at once, as behind nginx. The head used to wait for the
+	// first bytes however long they took, and a browser waited with it.
+	headSent := make(chan struct{})
+	headTimer := time.AfterFunc(headDelay, func() {
+		defer close(headSent)
+		_ = rc.Flush()
+	})
 	var stopWatch func() bool
 	var watchDone chan struct{}
 	defer func() {
@@ -322,6 +335,9 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 	}()
 	for first := true; ; first = false {
 		n, err := body.Read(buf)
+		if first && !headTimer.Stop() {
+			<-headSent // The head is being flushed; let it finish first.
+		}
 		if n > 0 {
 			if act != nil {
 				act.touch()
@@ -353,9 +369,6 @@ func (f *fastProxy) copyBody(w http.ResponseWriter, r *http.Request, resp *fasth
 					_ = c.CloseWithError(context.Canceled)
 				}
 			})
-		}
-		if rc == nil {
-			rc = http.NewResponseController(w)
 		}
 		if err := rc.Flush(); err != nil {
 			return
