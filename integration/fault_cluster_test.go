@@ -403,11 +403,13 @@ func (c *faultCluster) cleanup() {
 // free again once closed, and an outgoing connection of any process may
 // take it as its own port before the server that was to listen there
 // starts. That happened to a NATS route port while the suite ran, and the
-// server could not open its route listener.
+// server could not open its route listener. The ports start above the
+// process backend's range for apps (SPAWNER_APP_PORT_RANGE, 20000-29999),
+// which the suite's own provisioners draw from.
 func faultFreePort(t *testing.T) int {
 	t.Helper()
 	for range 1000 {
-		port := 20000 + mathrand.IntN(12000)
+		port := 30000 + mathrand.IntN(2700)
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			continue
@@ -415,7 +417,7 @@ func faultFreePort(t *testing.T) int {
 		l.Close()
 		return port
 	}
-	t.Fatal("no free port between 20000 and 32000")
+	t.Fatal("no free port between 30000 and 32700")
 	return 0
 }
 

@@ -216,3 +216,42 @@ func TestWarmPoolsPerAppUnderConcurrency(t *testing.T) {
 		t.Errorf("warm claims = %v, want at least demo 2 and files 1", warmClaims)
 	}
 }
+
+// TestWarmPoolReplacesASessionThatEnded: a pooled session whose app ends
+// before anyone claims it leaves the pool, and the pool starts another.
+func TestWarmPoolReplacesASessionThatEnded(t *testing.T) {
+	h := newHarness(t, testConfig(), mustCatalog(t, testApps))
+	h.run(t)
+	pooledFiles := func() []string {
+		entries, _ := h.reg.List(context.Background())
+		var out []string
+		for _, e := range entries {
+			if e.Session.Pooled && e.Session.Status == messages.StatusReady && e.Session.App == "files" {
+				out = append(out, e.Session.ID)
+			}
+		}
+		return out
+	}
+	var first []string
+	for deadline := time.Now().Add(patience); len(first) < 1; first = pooledFiles() {
+		if time.Now().After(deadline) {
+			t.Fatal("the files pool never filled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	gone := first[0]
+	h.backend.Stop(context.Background(), gone) //nolint:errcheck // Stands for the app exiting; Stop reports its end.
+	h.events.wait(t, "the pooled session's end", is(messages.EventTerminated, gone))
+	// The pool refills on its own, well before its 5 s round.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		now := pooledFiles()
+		if len(now) == 1 && now[0] != gone {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pooled files sessions %v 3 s after %s ended, want another one", now, gone)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

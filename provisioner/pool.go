@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/spawnerhq/spawner/internal/catalog"
@@ -39,6 +40,24 @@ func (p *Provisioner) pushPooled(app, id string) {
 	p.mu.Lock()
 	p.pool[app] = append(p.pool[app], id)
 	p.mu.Unlock()
+}
+
+// dropPooled forgets a session that ended while it waited in a pool, and
+// has the pool refilled. Without it the pool counted the ended session
+// as ready to claim, and stayed one short until a claim found it gone:
+// the integration suite waited 30 s for a pool whose app had exited.
+func (p *Provisioner) dropPooled(id string) {
+	p.mu.Lock()
+	found := false
+	for app, ids := range p.pool {
+		if i := slices.Index(ids, id); i >= 0 {
+			p.pool[app], found = slices.Delete(ids, i, i+1), true
+		}
+	}
+	p.mu.Unlock()
+	if found {
+		p.refillSoon()
+	}
 }
 
 func (p *Provisioner) poolLen(app string) int {

@@ -208,6 +208,7 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 	if err := p.deleteRecord(ctx, s.ID, rev); err != nil {
 		return err
 	}
+	p.dropPooled(s.ID)
 	p.release(ctx, s.ID)
 	p.log.Info("session terminated", "session_id", s.ID, "reason", reason, "detail", detail)
 	p.mx.SessionTerminated(p.appOf(s), reason)

@@ -43,6 +43,14 @@ type Config struct {
 	// UIDRange is "first-last", the unprivileged uids isolated apps run
 	// as, one per live session; no user should own them.
 	UIDRange string `envconfig:"PROCESS_UID_RANGE" default:"2000000000-2000065535" desc:"first-last: the uids isolated apps run as, one per live session"`
+	// PortRange is "first-last", the ports apps are given. The default
+	// lies below Linux's ephemeral range (32768-60999), where the kernel
+	// puts every port it picks itself: another program's listener on
+	// port 0, and the source port of every outgoing connection. Between
+	// a port's check and the app's bind, such a port could be taken; the
+	// integration suite saw an app fail with "address already in use"
+	// while its readiness check found another program's server there.
+	PortRange string `envconfig:"APP_PORT_RANGE" default:"20000-29999" desc:"first-last: the ports process-backend apps are given; keep it below the kernel's ephemeral range"`
 	// Workdir, when set, is every app's working directory. Otherwise each
 	// app gets a fresh one of mode 0700, its HOME, removed when it ends.
 	Workdir string `envconfig:"APP_WORKDIR" desc:"every process-backend app's working directory; empty gives each a fresh private one"`
@@ -67,7 +75,9 @@ type Backend struct {
 	isolation    string
 	exe, binary  string
 	uidLo, uidHi uint32
-	runDone      <-chan struct{}
+	// portLo and portHi bound the ports apps are given (cfg.PortRange).
+	portLo, portHi int
+	runDone        <-chan struct{}
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -123,6 +133,9 @@ func New(cfg Config, defaultCommand string, watcher StatusWatcher, log *slog.Log
 	}
 	b := &Backend{cfg: cfg, appCommand: command, sources: sources, log: log.With("component", "process-backend"), watcher: watcher,
 		client: newReadinessClient(), procs: map[string]*proc{}, ports: map[int]bool{}}
+	if b.portLo, b.portHi, err = parsePortRange(cfg.PortRange); err != nil {
+		return nil, fmt.Errorf("process backend: SPAWNER_APP_PORT_RANGE: %w", err)
+	}
 	if err := b.setupIsolation(); err != nil {
 		return nil, fmt.Errorf("process backend: %w", err)
 	}
