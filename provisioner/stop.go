@@ -217,11 +217,10 @@ func (p *Provisioner) finishStop(ctx context.Context, s messages.Session, rev ui
 
 // deleteRecord removes a stopped session's record. When the answer is
 // lost, as when NATS dies after storing the delete but before it acks, it
-// asks the registry whether the delete happened once NATS is back, so that
-// the terminated event is not skipped: the fault suite lost a session's
-// event that way, because the retried stop found no record and so had
-// nothing to report. A conflict means someone else changed the record,
-// which was fine before this change too.
+// asks the registry whether the delete happened once NATS is back, so the
+// stop finishes here (pool, capacity, metrics) rather than failing and
+// leaving them to a retry that finds no record. A conflict means someone
+// else changed the record.
 func (p *Provisioner) deleteRecord(ctx context.Context, id string, rev uint64) error {
 	err := p.reg.Delete(ctx, id, rev)
 	if err == nil || errors.Is(err, registry.ErrConflict) {
