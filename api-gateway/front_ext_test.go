@@ -44,14 +44,7 @@ func TestOneConnectionCarriesSessionsAndTheAPI(t *testing.T) {
 	t.Cleanup(app.Close)
 	s := newSite(t)
 	id := s.addReady(t, strings.TrimPrefix(app.URL, "http://"))
-	// The list is the gateway's copy of the registry, which sees the
-	// record a moment after it was written.
-	for deadline := time.Now().Add(patience); !strings.Contains(string(s.do(t, "GET", "/sessions", nil).body), id); {
-		if time.Now().After(deadline) {
-			t.Fatal("the gateway never listed the session")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.awaitListed(t, id)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +80,7 @@ func TestSubdomainConnectionsAreSortedByHost(t *testing.T) {
 		c.Routing, c.SessionDomain = string(messages.RoutingSubdomain), "sessions.test"
 	})
 	id := s.addReady(t, strings.TrimPrefix(app.URL, "http://"))
+	s.awaitListed(t, id, "Host", "api.test")
 	for _, host := range []string{id + ".sessions.test", "api.test"} {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
 		if err != nil {
@@ -98,17 +92,7 @@ func TestSubdomainConnectionsAreSortedByHost(t *testing.T) {
 			if resp.StatusCode != http.StatusNotFound {
 				t.Errorf("API host /x: %d %q", resp.StatusCode, body)
 			}
-			// The list is the gateway's copy of the registry, which sees
-			// the record a moment after it was written.
-			deadline := time.Now().Add(patience)
-			for {
-				_, body = rawExchange(t, conn, br, "GET", "/sessions", host)
-				if strings.Contains(body, `"count":1`) || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if !strings.Contains(body, `"count":1`) {
+			if _, body = rawExchange(t, conn, br, "GET", "/sessions", host); !strings.Contains(body, `"count":1`) {
 				t.Errorf("API host /sessions: %q", body)
 			}
 		} else if body != "app saw /x" {

@@ -197,6 +197,19 @@ func (s *site) do(t testing.TB, method, path string, body io.Reader, hdr ...stri
 	return response{status: resp.StatusCode, header: resp.Header, body: data}
 }
 
+// awaitListed waits until GET /sessions, sent with hdr, lists id. The
+// list is the gateway's copy of the registry, which sees a record written
+// behind its back a moment after the write.
+func (s *site) awaitListed(t testing.TB, id string, hdr ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(patience); !strings.Contains(string(s.do(t, http.MethodGet, "/sessions", nil, hdr...).body), id); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never listed session %s", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // apiError decodes the error body every failure must have.
 func apiError(t testing.TB, r response) messages.Error {
 	t.Helper()

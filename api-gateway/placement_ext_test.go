@@ -121,13 +121,7 @@ func TestListOtherPools(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	_ = s.peer.Flush()
-	// The record reaches the gateway's cache through its watch.
-	for deadline := time.Now().Add(patience); !strings.Contains(string(s.do(t, http.MethodGet, "/sessions", nil).body), own); {
-		if time.Now().After(deadline) {
-			t.Fatal("the record never reached the gateway's list")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	s.awaitListed(t, own)
 	var out struct {
 		Count    int                `json:"count"`
 		Pools    []string           `json:"pools"`
