@@ -145,24 +145,14 @@ func TestWarmPoolsPerAppUnderConcurrency(t *testing.T) {
 	h := newHarness(t, cfg, mustCatalog(t, testApps))
 	specs := recordSpecs(h)
 	h.run(t)
-	pooled := func() map[string][]string {
-		entries, _ := h.reg.List(context.Background())
-		out := map[string][]string{}
-		for _, e := range entries {
-			if e.Session.Pooled && e.Session.Status == messages.StatusReady {
-				out[e.Session.App] = append(out[e.Session.App], e.Session.ID)
-			}
-		}
-		return out
-	}
 	deadline := time.Now().Add(patience)
-	for p := pooled(); len(p["demo"]) < 2 || len(p["files"]) < 1; p = pooled() {
+	for p := pooledSessions(h); len(p["demo"]) < 2 || len(p["files"]) < 1; p = pooledSessions(h) {
 		if time.Now().After(deadline) {
 			t.Fatalf("pools never filled: %v", p)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	warm := pooled()
+	warm := pooledSessions(h)
 	isWarm := map[string]string{}
 	for app, ids := range warm {
 		for _, id := range ids {
@@ -222,18 +212,8 @@ func TestWarmPoolsPerAppUnderConcurrency(t *testing.T) {
 func TestWarmPoolReplacesASessionThatEnded(t *testing.T) {
 	h := newHarness(t, testConfig(), mustCatalog(t, testApps))
 	h.run(t)
-	pooledFiles := func() []string {
-		entries, _ := h.reg.List(context.Background())
-		var out []string
-		for _, e := range entries {
-			if e.Session.Pooled && e.Session.Status == messages.StatusReady && e.Session.App == "files" {
-				out = append(out, e.Session.ID)
-			}
-		}
-		return out
-	}
 	var first []string
-	for deadline := time.Now().Add(patience); len(first) < 1; first = pooledFiles() {
+	for deadline := time.Now().Add(patience); len(first) < 1; first = pooledSessions(h)["files"] {
 		if time.Now().After(deadline) {
 			t.Fatal("the files pool never filled")
 		}
@@ -245,7 +225,7 @@ func TestWarmPoolReplacesASessionThatEnded(t *testing.T) {
 	// The pool refills on its own, well before its 5 s round.
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		now := pooledFiles()
+		now := pooledSessions(h)["files"]
 		if len(now) == 1 && now[0] != gone {
 			return
 		}
@@ -254,4 +234,16 @@ func TestWarmPoolReplacesASessionThatEnded(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// pooledSessions lists the ready, unclaimed sessions in the registry by app.
+func pooledSessions(h *harness) map[string][]string {
+	entries, _ := h.reg.List(context.Background())
+	out := map[string][]string{}
+	for _, e := range entries {
+		if e.Session.Pooled && e.Session.Status == messages.StatusReady {
+			out[e.Session.App] = append(out[e.Session.App], e.Session.ID)
+		}
+	}
+	return out
 }
