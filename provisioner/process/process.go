@@ -85,6 +85,10 @@ type Backend struct {
 	// kernel does not know they are taken, so we remember.
 	ports map[int]bool
 	exits chan<- provisioner.Exit
+	// spare is the isolation helper waiting for the next session, and
+	// refilling says one is being started (spare.go).
+	spare     *spare
+	refilling bool
 }
 
 type proc struct {
@@ -184,6 +188,7 @@ func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error 
 	b.exits = exits
 	b.runDone = ctx.Done()
 	b.mu.Unlock()
+	b.refill()
 	<-ctx.Done()
 	b.mu.Lock()
 	b.exits = nil
@@ -192,6 +197,7 @@ func (b *Backend) Run(ctx context.Context, exits chan<- provisioner.Exit) error 
 		ids = append(ids, id)
 	}
 	b.mu.Unlock()
+	b.dropSpare()
 	for _, id := range ids {
 		_ = b.Stop(context.Background(), id)
 	}
@@ -225,20 +231,12 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 		b.cleanup(p)
 		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
 	}
-	cmd := b.command(spec, p)
-	p.cmd = cmd
 	log := b.log.With("session_id", spec.SessionID)
-	closeWriters, err := pipeOutput(cmd, p.output, log)
-	if err != nil {
+	if err := b.launch(spec, p, log); err != nil {
 		b.cleanup(p)
 		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
 	}
-	err = cmd.Start()
-	closeWriters()
-	if err != nil {
-		b.cleanup(p)
-		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
-	}
+	cmd := p.cmd
 	b.mu.Lock()
 	b.procs[spec.SessionID] = p
 	b.mu.Unlock()
@@ -259,6 +257,29 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	b.mu.Unlock()
 	return provisioner.Instance{SessionID: spec.SessionID, Upstream: upstream, StatusURL: statusURL,
 		Handle: "pid:" + strconv.Itoa(cmd.Process.Pid), ProxyActivity: sources.Proxy}, nil
+}
+
+// launch starts the app's process: through a spare isolation helper when
+// apps get namespaces, else its shell directly.
+func (b *Backend) launch(spec provisioner.Spec, p *proc, log *slog.Logger) error {
+	if b.isolation == IsolationNamespaces {
+		s, err := b.startIsolated(b.job(spec, p))
+		if err != nil {
+			return err
+		}
+		p.cmd = s.cmd
+		p.output.readers.Add(1)
+		go logLines(s.out, p.output, log)
+		return nil
+	}
+	p.cmd = b.command(spec, p)
+	closeWriters, err := pipeOutput(p.cmd, p.output, log)
+	if err != nil {
+		return err
+	}
+	err = p.cmd.Start()
+	closeWriters()
+	return err
 }
 
 // awaitReady waits until the app serves, and returns the URL the prober

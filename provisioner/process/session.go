@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -121,31 +120,26 @@ func (b *Backend) cleanup(p *proc) {
 	b.mu.Unlock()
 }
 
-// command builds the app's process for the isolation level in force.
-func (b *Backend) command(spec provisioner.Spec, p *proc) *exec.Cmd {
-	env := appEnv(spec, b.cfg.Host, p.port, p.workdir)
+// job is what a spare isolation helper needs to run the session's app.
+func (b *Backend) job(spec provisioner.Spec, p *proc) apphelper.Job {
 	command := b.commandOf(spec)
-	var cmd *exec.Cmd
-	switch b.isolation {
-	case IsolationNamespaces:
-		uid := strconv.FormatUint(uint64(p.uid), 10)
-		binary := b.binary
-		if command != b.appCommand {
-			binary = appBinary(command)
-		}
-		cmd = apphelper.Command(b.exe, "run", uid, uid, p.workdir, binary, script(command))
-		// The helper is root until it execs the app's shell as uid; if
-		// Spawner dies first, nothing of the session may start.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL,
-			Cloneflags: isolatedCloneflags}
-	default:
-		cmd = exec.Command("/bin/sh", "-c", script(command))
-		cmd.Dir = p.workdir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-		if p.uid != 0 {
-			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: p.uid, Gid: p.uid, Groups: []uint32{}}
-		}
+	binary := b.binary
+	if command != b.appCommand {
+		binary = appBinary(command)
 	}
-	cmd.Env = env
+	return apphelper.Job{UID: p.uid, GID: p.uid, Dir: p.workdir, Binary: binary, Script: script(command),
+		Env: appEnv(spec, b.cfg.Host, p.port, p.workdir)}
+}
+
+// command builds the app's process without namespaces: its shell, as
+// the session's uid where apps get one.
+func (b *Backend) command(spec provisioner.Spec, p *proc) *exec.Cmd {
+	cmd := exec.Command("/bin/sh", "-c", script(b.commandOf(spec)))
+	cmd.Dir = p.workdir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if p.uid != 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: p.uid, Gid: p.uid, Groups: []uint32{}}
+	}
+	cmd.Env = appEnv(spec, b.cfg.Host, p.port, p.workdir)
 	return cmd
 }

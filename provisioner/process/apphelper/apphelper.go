@@ -1,6 +1,6 @@
 // Package apphelper is the small program that isolates one session's app:
-// in the app's new namespaces it mounts a private /proc, drops to the
-// session's uid and runs the app's shell. Any binary that links this
+// in the app's new namespaces it mounts a private /proc, then waits for
+// its session's Job, drops to the session's uid and runs the app's shell. Any binary that links this
 // package turns into the helper when started under Name, so both spawner
 // and the lean spawner-demo can serve; spawner-demo starts in a few
 // milliseconds, where spawner first runs about 16 ms of package init for
@@ -8,7 +8,10 @@
 package apphelper
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,8 +63,28 @@ func Command(exe, mode string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// JobFD is the descriptor on which a helper started in "spare" mode reads
+// its Job: the first of exec.Cmd's ExtraFiles.
+const JobFD = 3
+
+// Job is what a spare helper needs to become one session's app. Spawner
+// writes it as JSON on JobFD and closes the pipe; a pipe closed with no
+// job tells the helper it is not needed.
+type Job struct {
+	// UID and GID are the session's own, never 0.
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+	// Dir is the app's working directory, already owned by UID.
+	Dir string `json:"dir"`
+	// Binary, when set, is the app's program, made reachable to UID.
+	Binary string `json:"binary,omitempty"`
+	// Script runs through /bin/sh -c, with Env as the whole environment.
+	Script string   `json:"script"`
+	Env    []string `json:"env"`
+}
+
 // helperMain is the helper's whole life. It runs as root in the app's new
-// namespaces ("run", "probe"), or already as the session's uid ("kill").
+// namespaces ("spare", "probe"), or already as the session's uid ("kill").
 func helperMain(args []string) error {
 	switch args[0] {
 	case "probe":
@@ -71,11 +94,8 @@ func helperMain(args []string) error {
 			return fmt.Errorf("kill: want a uid")
 		}
 		return killAll(args[1])
-	case "run":
-		if len(args) != 6 {
-			return fmt.Errorf("run: want uid gid dir binary script, got %d arguments", len(args)-1)
-		}
-		return runApp(args[1], args[2], args[3], args[4], args[5])
+	case "spare":
+		return runSpare()
 	default:
 		return fmt.Errorf("unknown mode %q", args[0])
 	}
@@ -124,34 +144,48 @@ func dropTo(uid, gid int) error {
 	return nil
 }
 
-func runApp(uidArg, gidArg, dir, binary, script string) error {
-	uid, err1 := strconv.ParseUint(uidArg, 10, 32)
-	gid, err2 := strconv.ParseUint(gidArg, 10, 32)
-	if err1 != nil || err2 != nil || uid == 0 {
-		return fmt.Errorf("run: bad uid %q or gid %q", uidArg, gidArg)
+// runSpare readies the namespaces before any session needs them, which
+// takes the helper's own start and the kernel's namespace setup (together
+// most of an isolated start's cost) off the spawn's path; then it waits
+// for its Job and runs the app.
+func runSpare() error {
+	if err := privateProc(); err != nil {
+		return err
+	}
+	f := os.NewFile(JobFD, "job")
+	var job Job
+	err := json.NewDecoder(io.LimitReader(f, 4<<20)).Decode(&job)
+	f.Close()
+	if errors.Is(err, io.EOF) {
+		// Spawner let this spare go unused.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the job: %w", err)
+	}
+	return runApp(job)
+}
+
+func runApp(job Job) error {
+	if job.UID == 0 || job.GID == 0 {
+		return fmt.Errorf("run: bad uid %d or gid %d", job.UID, job.GID)
 	}
 	// The tmpfs's directories must be searchable by the app whatever
 	// Spawner's umask; the app gets Spawner's umask back.
 	old := syscall.Umask(0o022)
-	var src *os.File
-	if binary != "" {
-		// Opened before any mount, which may hide it from its own path.
-		f, err := os.Open(binary)
+	if job.Binary != "" {
+		// Opened before any mount of expose's, which may hide it from its
+		// own path.
+		src, err := os.Open(job.Binary)
 		if err != nil {
 			return fmt.Errorf("open the app's binary: %w", err)
 		}
-		src = f
-	}
-	if err := privateProc(); err != nil {
-		return err
-	}
-	if src != nil {
-		if err := expose(binary, src); err != nil {
+		if err := expose(job.Binary, src); err != nil {
 			return err
 		}
 	}
 	syscall.Umask(old)
-	if err := dropTo(int(uid), int(gid)); err != nil {
+	if err := dropTo(int(job.UID), int(job.GID)); err != nil {
 		return err
 	}
 	// A change of uid clears the parent-death signal, so set it again: the
@@ -163,10 +197,10 @@ func runApp(uidArg, gidArg, dir, binary, script string) error {
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); errno != 0 {
 		return fmt.Errorf("no new privileges: %w", errno)
 	}
-	if err := os.Chdir(dir); err != nil {
+	if err := os.Chdir(job.Dir); err != nil {
 		return err
 	}
-	return syscall.Exec("/bin/sh", []string{"sh", "-c", script}, os.Environ())
+	return syscall.Exec("/bin/sh", []string{"sh", "-c", job.Script}, job.Env)
 }
 
 // expose makes binary reachable by an unprivileged uid at its own path,

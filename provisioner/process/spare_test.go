@@ -1,0 +1,126 @@
+package process_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spawnerhq/spawner/messages"
+	"github.com/spawnerhq/spawner/provisioner"
+	"github.com/spawnerhq/spawner/provisioner/process"
+	"github.com/spawnerhq/spawner/provisioner/process/apphelper"
+)
+
+// spares lists this process's children that are isolation helpers still
+// waiting for a job: they run as root under the helper's name.
+func spares() []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.HasPrefix(string(cmdline), apphelper.Name+"\x00spare") {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) && alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// awaitSpare waits for exactly one spare and returns it.
+func awaitSpare(t *testing.T) int {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		if s := spares(); len(s) == 1 {
+			return s[0]
+		} else if len(s) > 1 {
+			t.Fatalf("%d spare helpers wait, want one: %v", len(s), s)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no spare isolation helper waits")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An isolated start takes the helper that waits ready in its namespaces,
+// and another takes its place; none outlives the backend.
+func TestIsolatedStartTakesTheWaitingSpare(t *testing.T) {
+	needRoot(t)
+	b := newBackend(t, process.Config{UIDRange: "2000100020-2000100029"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, make(chan provisioner.Exit, 16)) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
+	if b.Isolation() != process.IsolationNamespaces {
+		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
+	}
+	for range 2 {
+		waiting := awaitSpare(t)
+		inst := start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
+		if pid := pidOf(t, inst); pid != waiting {
+			t.Fatalf("the app runs as pid %d, not in the spare %d that waited", pid, waiting)
+		}
+		if uid := uidOf(t, waiting); uid < 2000100020 || uid > 2000100029 {
+			t.Fatalf("the spare became the app but runs as uid %d", uid)
+		}
+	}
+	awaitSpare(t)
+	cancel()
+	err := <-done
+	stopped = true
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := spares(); len(s) > 0 {
+		t.Fatalf("spares %v outlive the backend", s)
+	}
+}
+
+// A spare that died while it waited costs its session nothing: the start
+// runs in a new helper.
+func TestIsolatedStartSurvivesADeadSpare(t *testing.T) {
+	needRoot(t)
+	b := newBackend(t, process.Config{UIDRange: "2000100030-2000100039"})
+	runBackend(t, b)
+	if b.Isolation() != process.IsolationNamespaces {
+		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
+	}
+	dead := awaitSpare(t)
+	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Let it die, unreaped, before the start comes.
+	awaitDead(t, "the killed spare", func() bool { return alive(dead) })
+	inst := start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
+	if pid := pidOf(t, inst); pid == dead {
+		t.Fatalf("the app claims the dead spare's pid %d", pid)
+	}
+	var status messages.AppStatus
+	getJSON(t, inst.StatusURL, &status)
+	if !status.Listening {
+		t.Fatalf("the app answers %+v", status)
+	}
+}
