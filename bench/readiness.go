@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spawnerhq/spawner/internal/settings"
 	"github.com/spawnerhq/spawner/messages"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/process"
@@ -63,8 +64,8 @@ func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 		}
 	}
 	// The same first app without isolation shows how much of the overhead
-	// is isolation's start (a helper and a new PID and mount namespace)
-	// rather than the readiness wait.
+	// is isolation's start (handing the session to a spare helper, which
+	// drops to the session's uid) rather than the readiness wait.
 	if b.Isolation() != process.IsolationNone {
 		plain, stopPlain, err := startBackend(ctx, env, process.IsolationNone)
 		if err != nil {
@@ -82,7 +83,8 @@ func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 		fmt.Sprintf("Spawner's figure is the process backend's Start as the provisioner calls it (isolation %q, status source app), "+
 			"with its shared readiness wait (provisioner.AwaitReady); the app is benchupstream late, which listens only after the delay. "+
 			"The isolation-none rows, without a goal, show what isolation's start adds.", b.Isolation()),
-		fmt.Sprintf("Each app's first %d spawns are a warm-up and not counted. Apps are stopped between spawns, outside the timed calls.", startWarmup),
+		fmt.Sprintf("Each app's first %d spawns are a warm-up and not counted. Apps are stopped between spawns, outside the timed calls, and each timed start comes %s after the last one ended, so neither contender pays for the other's leftovers.", startWarmup, startSettle),
+		"Isolated starts take a spare helper already waiting in its namespaces (provisioner/process/spare.go); the backend starts the next one once the session is ready, outside the timed call.",
 		"CPU is getrusage(RUSAGE_SELF) of the benchmark process around each timed call: the backend's (or the peer's) own work "+
 			"while it starts and waits, not the app's.")
 	return sec, nil
@@ -95,8 +97,9 @@ func startBackend(ctx context.Context, env *Env, isolation string) (*process.Bac
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := process.Config{Host: "127.0.0.1", StatusSource: "app", StopGrace: time.Second,
-		Isolation: isolation, UIDRange: process.DefaultUIDRange}
+	// The shipped defaults, with the two this benchmark pins: a short grace
+	// for the stops between spawns, and the isolation under test.
+	cfg := settings.Overlay(process.Config{StatusSource: "app", StopGrace: time.Second, Isolation: isolation})
 	command := "exec " + env.UpstreamBin + " late $" + readyAfterEnv
 	b, err := process.New(cfg, command, nil, slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
@@ -114,6 +117,11 @@ func startBackend(ctx context.Context, env *Env, isolation string) (*process.Bac
 	return b, func() { cancel(); <-ran; logf.Close() }, nil
 }
 
+// startSettle comes before each timed start, so that neither contender
+// pays for what the other left running: after a spawn the backend starts
+// its next spare isolation helper, and a stopped app takes a moment to go.
+const startSettle = 100 * time.Millisecond
+
 // startWarmup is how many spawns of each app are not counted.
 const startWarmup = 2
 
@@ -128,10 +136,12 @@ type startSample struct {
 func sampleStarts(ctx context.Context, b *process.Backend, bin string, delay time.Duration, n int) (startSample, error) {
 	s := startSample{n: n}
 	for i := range n + startWarmup {
+		time.Sleep(startSettle)
 		took, cpu, err := timeSpawn(ctx, b, delay)
 		if err != nil {
 			return s, fmt.Errorf("Start, app ready after %s, spawn %d: %w", delay, i, err)
 		}
+		time.Sleep(startSettle)
 		dtook, dcpu, err := timeDirect(ctx, bin, delay)
 		if err != nil {
 			return s, fmt.Errorf("direct start, app ready after %s, start %d: %w", delay, i, err)

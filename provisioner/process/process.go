@@ -86,9 +86,9 @@ type Backend struct {
 	ports map[int]bool
 	exits chan<- provisioner.Exit
 	// spare is the isolation helper waiting for the next session, and
-	// refilling says one is being started (spare.go).
-	spare     *spare
-	refilling bool
+	// refilled, while one is being started, closes when it is (spare.go).
+	spare    *spare
+	refilled chan struct{}
 }
 
 type proc struct {
@@ -232,7 +232,7 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
 	}
 	log := b.log.With("session_id", spec.SessionID)
-	if err := b.launch(spec, p, log); err != nil {
+	if err := b.launch(ctx, spec, p, log); err != nil {
 		b.cleanup(p)
 		return provisioner.Instance{}, fmt.Errorf("start the app: %w", err)
 	}
@@ -244,6 +244,7 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 	log.Debug("app started", "pid", cmd.Process.Pid, "upstream", upstream)
 
 	statusURL, err := b.awaitReady(ctx, sources, p, upstream, port)
+	b.refill()
 	if err != nil {
 		_ = b.Stop(context.WithoutCancel(ctx), spec.SessionID)
 		if errors.Is(err, errExited) {
@@ -261,9 +262,9 @@ func (b *Backend) Start(ctx context.Context, spec provisioner.Spec) (provisioner
 
 // launch starts the app's process: through a spare isolation helper when
 // apps get namespaces, else its shell directly.
-func (b *Backend) launch(spec provisioner.Spec, p *proc, log *slog.Logger) error {
+func (b *Backend) launch(ctx context.Context, spec provisioner.Spec, p *proc, log *slog.Logger) error {
 	if b.isolation == IsolationNamespaces {
-		s, err := b.startIsolated(b.job(spec, p))
+		s, err := b.startIsolated(ctx, b.job(spec, p))
 		if err != nil {
 			return err
 		}
@@ -310,10 +311,12 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 	err := p.cmd.Wait()
 	// Kill what the app may have left in its group, such as a daemonised
 	// child, then whatever else runs as its uid: a setsid daemon leaves
-	// the group, but not the uid. (In a PID namespace the kernel has
-	// already ended them all, as the app's shell was its first process.)
+	// the group, but not the uid. In a PID namespace there is nothing
+	// left: the app's shell was its first process, and the kernel ends
+	// every other one before that one's exit is reported, so no helper
+	// (a Go binary's start, 10-15 ms of CPU) runs for it.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	if p.uid != 0 {
+	if p.uid != 0 && b.isolation != IsolationNamespaces {
 		if kerr := killUID(b.exe, p.uid); kerr != nil {
 			log.Error("end the app's stragglers", "err", kerr)
 		}

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +16,15 @@ import (
 // A spare is an isolation helper started before any session needs it: it
 // already runs in fresh PID, mount and IPC namespaces with its private
 // /proc, as root, and waits for a session's job. Starting the helper (a Go
-// binary) and having the kernel build its namespaces is most of what an
-// isolated start costs: on a 2-core machine that starts /bin/true in about
-// 6 ms, an isolated start took 23 ms longer than a direct one, and 4.6 ms
-// longer without isolation. The backend keeps one spare, refilled in the
-// background after each start, so a spawn pays only for handing over its
-// job, dropping to its uid and running the app's shell.
+// binary) and having the kernel build its namespaces was most of what an
+// isolated start cost: on a 2-core machine that starts /bin/true in about
+// 5 ms, an isolated start was 23 ms slower than the app started directly,
+// against 4 ms without isolation. The backend keeps one spare, refilled
+// after each start, so a spawn pays only for handing over its job, the
+// helper's drop to the session's uid and its exec of the app's shell:
+// 8-11 ms over the direct start in the same run (BENCHMARKS.md), most of
+// it that exec from a Go process, which measured the same with the
+// namespaces turned off.
 type spare struct {
 	cmd *exec.Cmd
 	// job is the write end of the helper's job pipe.
@@ -91,14 +95,27 @@ func (s *spare) discard() {
 	}
 }
 
-// takeSpare returns the waiting spare, or a new one when there is none,
-// and has the next one started.
-func (b *Backend) takeSpare() (*spare, error) {
+// takeSpare returns the waiting spare, or the one on its way, or else a
+// new one. The next one is started once the session is ready (Start calls
+// refill): started at once, its Go runtime's start competed with the
+// app's own for the CPU, and cost the app about as much as the spare had
+// saved.
+func (b *Backend) takeSpare(ctx context.Context) (*spare, error) {
 	b.mu.Lock()
-	s := b.spare
+	s, coming := b.spare, b.refilled
 	b.spare = nil
 	b.mu.Unlock()
-	b.refill()
+	if s == nil && coming != nil {
+		// One on its way is nearer to ready than one started now.
+		select {
+		case <-coming:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		b.mu.Lock()
+		s, b.spare = b.spare, nil
+		b.mu.Unlock()
+	}
 	if s != nil {
 		return s, nil
 	}
@@ -110,14 +127,16 @@ func (b *Backend) takeSpare() (*spare, error) {
 func (b *Backend) refill() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.isolation != IsolationNamespaces || b.runDone == nil || b.exits == nil || b.spare != nil || b.refilling {
+	if b.isolation != IsolationNamespaces || b.exits == nil || b.spare != nil || b.refilled != nil {
 		return
 	}
-	b.refilling = true
+	done := make(chan struct{})
+	b.refilled = done
 	go func() {
+		defer close(done)
 		s, err := b.startSpare()
 		b.mu.Lock()
-		b.refilling = false
+		b.refilled = nil
 		keep := err == nil && b.exits != nil && b.spare == nil
 		if keep {
 			b.spare = s
@@ -132,8 +151,15 @@ func (b *Backend) refill() {
 	}()
 }
 
-// dropSpare discards the waiting spare, once the backend stops running.
+// dropSpare discards the waiting spare once the backend stops running,
+// after the one on its way, if any, has been discarded.
 func (b *Backend) dropSpare() {
+	b.mu.Lock()
+	coming := b.refilled
+	b.mu.Unlock()
+	if coming != nil {
+		<-coming
+	}
 	b.mu.Lock()
 	s := b.spare
 	b.spare = nil
@@ -147,8 +173,8 @@ func (b *Backend) dropSpare() {
 // the session's app. A waiting spare that died since it started (the
 // pipe is broken) is replaced by a new one, once; should that one fail
 // too, its exit and its output say why, as any app's would.
-func (b *Backend) startIsolated(job apphelper.Job) (*spare, error) {
-	s, err := b.takeSpare()
+func (b *Backend) startIsolated(ctx context.Context, job apphelper.Job) (*spare, error) {
+	s, err := b.takeSpare(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -166,6 +167,21 @@ func runSpare() error {
 	return runApp(job)
 }
 
+// dropThreadTo leaves root for uid and gid on the calling thread only,
+// with no supplementary groups.
+func dropThreadTo(uid, gid uintptr) error {
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_SETGROUPS, 0, 0, 0); errno != 0 {
+		return fmt.Errorf("setgroups: %w", errno)
+	}
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_SETRESGID, gid, gid, gid); errno != 0 {
+		return fmt.Errorf("setgid: %w", errno)
+	}
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_SETRESUID, uid, uid, uid); errno != 0 {
+		return fmt.Errorf("setuid: %w", errno)
+	}
+	return nil
+}
+
 func runApp(job Job) error {
 	if job.UID == 0 || job.GID == 0 {
 		return fmt.Errorf("run: bad uid %d or gid %d", job.UID, job.GID)
@@ -185,7 +201,12 @@ func runApp(job Job) error {
 		}
 	}
 	syscall.Umask(old)
-	if err := dropTo(int(job.UID), int(job.GID)); err != nil {
+	// From here on every step changes this thread alone, which execve
+	// turns into the whole process: the other threads end with the old
+	// image. Package syscall's Setuid would instead change every thread
+	// of a process that is about to be replaced, one signal each.
+	runtime.LockOSThread()
+	if err := dropThreadTo(uintptr(job.UID), uintptr(job.GID)); err != nil {
 		return err
 	}
 	// A change of uid clears the parent-death signal, so set it again: the
