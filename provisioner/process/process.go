@@ -85,10 +85,12 @@ type Backend struct {
 	// kernel does not know they are taken, so we remember.
 	ports map[int]bool
 	exits chan<- provisioner.Exit
-	// spare is the isolation helper waiting for the next session, and
-	// refilled, while one is being started, closes when it is (spare.go).
+	// spare is the isolation helper waiting for the next session;
+	// refilled, while one is being started, closes when it is, and
+	// awaited says a start waits for that one (spare.go).
 	spare    *spare
 	refilled chan struct{}
+	awaited  bool
 }
 
 type proc struct {

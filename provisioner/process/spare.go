@@ -104,8 +104,14 @@ func (b *Backend) takeSpare(ctx context.Context) (*spare, error) {
 	b.mu.Lock()
 	s, coming := b.spare, b.refilled
 	b.spare = nil
+	if s != nil || b.awaited {
+		// Only one start waits for the spare on its way; the others would
+		// wait for nothing.
+		coming = nil
+	}
+	b.awaited = b.awaited || coming != nil
 	b.mu.Unlock()
-	if s == nil && coming != nil {
+	if coming != nil {
 		// One on its way is nearer to ready than one started now.
 		select {
 		case <-coming:
@@ -136,7 +142,7 @@ func (b *Backend) refill() {
 		defer close(done)
 		s, err := b.startSpare()
 		b.mu.Lock()
-		b.refilled = nil
+		b.refilled, b.awaited = nil, false
 		keep := err == nil && b.exits != nil && b.spare == nil
 		if keep {
 			b.spare = s

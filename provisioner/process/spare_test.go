@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,4 +124,44 @@ func TestIsolatedStartSurvivesADeadSpare(t *testing.T) {
 	if !status.Listening {
 		t.Fatalf("the app answers %+v", status)
 	}
+}
+
+// Starts that come together share the one spare and start helpers of
+// their own for the rest; each app is its own, and one spare waits after.
+func TestIsolatedStartsTogether(t *testing.T) {
+	needRoot(t)
+	b := newBackend(t, process.Config{UIDRange: "2000100040-2000100049"})
+	runBackend(t, b)
+	if b.Isolation() != process.IsolationNamespaces {
+		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
+	}
+	awaitSpare(t)
+	const n = 4
+	insts := make([]provisioner.Instance, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			id := messages.NewSessionID()
+			t.Cleanup(func() { _ = b.Stop(context.Background(), id) })
+			insts[i], errs[i] = b.Start(ctx, provisioner.Spec{SessionID: id})
+		})
+	}
+	wg.Wait()
+	pids := map[int]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("start %d: %v", i, errs[i])
+		}
+		pid := pidOf(t, insts[i])
+		if pids[pid] {
+			t.Fatalf("two sessions run in pid %d", pid)
+		}
+		pids[pid] = true
+		var status messages.AppStatus
+		getJSON(t, insts[i].StatusURL, &status)
+	}
+	awaitSpare(t)
 }
