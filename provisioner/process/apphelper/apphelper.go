@@ -1,8 +1,8 @@
 // Package apphelper is the small program that isolates one session's app:
 // in the app's new namespaces it mounts a private /proc, then waits for
-// its session's Job, drops to the session's uid and runs the app's shell. Any binary that links this
-// package turns into the helper when started under Name, so both spawner
-// and the lean spawner-demo can serve; spawner-demo starts in a few
+// its session's Job, drops to the session's uid and runs the app's shell.
+// Any binary that links this package turns into the helper when started
+// under Name, so both spawner and the lean spawner-demo can serve; spawner-demo starts in a few
 // milliseconds, where spawner first runs about 16 ms of package init for
 // clients the helper never uses (measured on a 2-core machine).
 package apphelper
