@@ -22,7 +22,7 @@ import (
 // against 4 ms without isolation. The backend keeps one spare, refilled
 // after each start, so a spawn pays only for handing over its job, the
 // helper's drop to the session's uid and its exec of the app's shell:
-// 8-11 ms over the direct start in the same run (BENCHMARKS.md), most of
+// 7-10 ms over the direct start in the same run (BENCHMARKS.md), most of
 // it that exec from a Go process, which measured the same with the
 // namespaces turned off.
 type spare struct {
