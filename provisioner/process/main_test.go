@@ -186,7 +186,7 @@ func liveInGroup(pgid int) []int {
 		if err != nil {
 			continue
 		}
-		if state, pgrp, ok := procStat(pid); ok && pgrp == pgid && state != "Z" && state != "X" {
+		if state, _, pgrp, ok := procStat(pid); ok && pgrp == pgid && running(state) {
 			out = append(out, pid)
 		}
 	}
@@ -194,24 +194,28 @@ func liveInGroup(pgid int) []int {
 }
 
 func alive(pid int) bool {
-	state, _, ok := procStat(pid)
-	return ok && state != "Z" && state != "X"
+	state, _, _, ok := procStat(pid)
+	return ok && running(state)
 }
 
-func procStat(pid int) (state string, pgrp int, ok bool) {
+// running says a process in state is not a zombie, dead or not yet reaped.
+func running(state string) bool { return state != "Z" && state != "X" }
+
+func procStat(pid int) (state string, ppid, pgrp int, ok bool) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return "", 0, false
+		return "", 0, 0, false
 	}
 	// The command name may hold spaces and parentheses; the fields after
 	// the last ')' are fixed: state, ppid, pgrp.
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 3 {
-		return "", 0, false
+		return "", 0, 0, false
 	}
-	pgrp, err = strconv.Atoi(fields[2])
-	return fields[0], pgrp, err == nil
+	ppid, err1 := strconv.Atoi(fields[1])
+	pgrp, err2 := strconv.Atoi(fields[2])
+	return fields[0], ppid, pgrp, err1 == nil && err2 == nil
 }
 
 // awaitDead waits until check reports nothing alive.

@@ -30,17 +30,24 @@ func spares() []int {
 		if err != nil || !strings.HasPrefix(string(cmdline), apphelper.Name+"\x00spare") {
 			continue
 		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) && alive(pid) {
+		if state, ppid, _, ok := procStat(pid); ok && ppid == os.Getpid() && running(state) {
 			out = append(out, pid)
 		}
 	}
 	return out
+}
+
+// namespacedBackend is a backend, not yet running, whose apps get
+// namespaces and a uid from uids; it skips the test where the host
+// allows no namespaces.
+func namespacedBackend(t *testing.T, uids string) *process.Backend {
+	t.Helper()
+	needRoot(t)
+	b := newBackend(t, process.Config{UIDRange: uids})
+	if b.Isolation() != process.IsolationNamespaces {
+		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
+	}
+	return b
 }
 
 // awaitSpare waits for exactly one spare and returns it.
@@ -63,8 +70,7 @@ func awaitSpare(t *testing.T) int {
 // An isolated start takes the helper that waits ready in its namespaces,
 // and another takes its place; none outlives the backend.
 func TestIsolatedStartTakesTheWaitingSpare(t *testing.T) {
-	needRoot(t)
-	b := newBackend(t, process.Config{UIDRange: "2000100020-2000100029"})
+	b := namespacedBackend(t, "2000100020-2000100029")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx, make(chan provisioner.Exit, 16)) }()
@@ -75,9 +81,6 @@ func TestIsolatedStartTakesTheWaitingSpare(t *testing.T) {
 			<-done
 		}
 	}()
-	if b.Isolation() != process.IsolationNamespaces {
-		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
-	}
 	for range 2 {
 		waiting := awaitSpare(t)
 		inst := start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
@@ -103,12 +106,8 @@ func TestIsolatedStartTakesTheWaitingSpare(t *testing.T) {
 // A spare that died while it waited costs its session nothing: the start
 // runs in a new helper.
 func TestIsolatedStartSurvivesADeadSpare(t *testing.T) {
-	needRoot(t)
-	b := newBackend(t, process.Config{UIDRange: "2000100030-2000100039"})
+	b := namespacedBackend(t, "2000100030-2000100039")
 	runBackend(t, b)
-	if b.Isolation() != process.IsolationNamespaces {
-		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
-	}
 	dead := awaitSpare(t)
 	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -129,12 +128,8 @@ func TestIsolatedStartSurvivesADeadSpare(t *testing.T) {
 // Starts that come together share the one spare and start helpers of
 // their own for the rest; each app is its own, and one spare waits after.
 func TestIsolatedStartsTogether(t *testing.T) {
-	needRoot(t)
-	b := newBackend(t, process.Config{UIDRange: "2000100040-2000100049"})
+	b := namespacedBackend(t, "2000100040-2000100049")
 	runBackend(t, b)
-	if b.Isolation() != process.IsolationNamespaces {
-		t.Skipf("isolation %q: the host allows no namespaces", b.Isolation())
-	}
 	awaitSpare(t)
 	const n = 4
 	insts := make([]provisioner.Instance, n)
