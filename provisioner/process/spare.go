@@ -184,12 +184,19 @@ func (b *Backend) startIsolated(ctx context.Context, job apphelper.Job) (*spare,
 	if err != nil {
 		return nil, err
 	}
-	if err := s.send(job); errors.Is(err, syscall.EPIPE) {
+	err = s.send(job)
+	if errors.Is(err, syscall.EPIPE) {
 		s.discard()
 		if s, err = b.startSpare(); err != nil {
 			return nil, err
 		}
-		_ = s.send(job)
+		err = s.send(job)
+	}
+	if err != nil && !errors.Is(err, syscall.EPIPE) {
+		// The job did not go out for another reason: nothing explains it
+		// but this error.
+		s.discard()
+		return nil, err
 	}
 	return s, nil
 }
