@@ -63,9 +63,8 @@ func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 				Goal: "≤ a tenth of a core over the wait", Met: Met(cs <= app.delay/10)})
 		}
 	}
-	// The same first app without isolation shows how much of the overhead
-	// is isolation's start (handing the session to a spare helper, which
-	// drops to the session's uid) rather than the readiness wait.
+	// The same first app without isolation, which always goes through
+	// the shell, shows what the isolated path's direct start saves.
 	if b.Isolation() != process.IsolationNone {
 		plain, stopPlain, err := startBackend(ctx, env, process.IsolationNone)
 		if err != nil {
@@ -82,9 +81,10 @@ func SpawnLatency(ctx context.Context, env *Env) (Section, error) {
 	sec.Notes = append(sec.Notes,
 		fmt.Sprintf("Spawner's figure is the process backend's Start as the provisioner calls it (isolation %q, status source app), "+
 			"with its shared readiness wait (provisioner.AwaitReady); the app is benchupstream late, which listens only after the delay. "+
-			"The isolation-none rows, without a goal, show what isolation's start adds.", b.Isolation()),
+			"The isolation-none rows, without a goal, are the same app without isolation, which always starts it through /bin/sh.", b.Isolation()),
 		fmt.Sprintf("Each app's first %d spawns are a warm-up and not counted. Apps are stopped between spawns, outside the timed calls, and each timed start comes %s after the last one ended, so neither contender pays for the other's leftovers.", startWarmup, startSettle),
-		"Isolated starts take a spare helper already waiting in its namespaces (provisioner/process/spare.go); the backend starts the next one once the session is ready, outside the timed call.",
+		"Isolated starts take a spare helper already waiting in its namespaces (provisioner/process/spare.go); the backend starts the next one once the session is ready, outside the timed call. "+
+			"The helper starts the app from a vfork, and a command the shell would only split and expand, as this one, without the shell (provisioner/process/argv.go).",
 		"CPU is getrusage(RUSAGE_SELF) of the benchmark process around each timed call: the backend's (or the peer's) own work "+
 			"while it starts and waits, not the app's.")
 	return sec, nil

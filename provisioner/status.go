@@ -65,15 +65,17 @@ func (c StatusChecker) Listening(ctx context.Context, url string) (bool, error) 
 var ErrExited = errors.New("the app exited before it was ready")
 
 // PollInterval is how long AwaitReady waits between checks once elapsed
-// has gone by: 1 ms plus a thousandth of elapsed, at most 5 ms. An app is
-// so seen at most 0.1% + 1 ms after it is ready (3 ms for one that takes
-// 2 s, where the doubling backoff this replaces cost up to 50 ms), and a
-// slow app costs about a thousand checks in its first few seconds, then
-// 200 a second. Measured on a 2-core VM, a 2 s wait costs ~130 ms of CPU
-// (6% of a core), half of it the timer wake-ups themselves, the rest the
-// refused connects; an HTTP poll every 1 ms cost 250-350 ms.
+// has gone by: 1 ms plus a five-hundredth of elapsed, at most 5 ms. An app
+// is so seen at most 0.2% + 1 ms after it is ready (5 ms for one that
+// takes 2 s, where the doubling backoff this replaces cost up to 50 ms),
+// and a slow app costs about 800 checks in its first two seconds, then
+// 200 a second. Each check costs a timer wake-up, a refused connect and
+// the scheduler's work around them: on a 2-core VM a 2 s wait took
+// 130-240 ms of CPU at a thousandth of elapsed, against a budget of a
+// tenth of a core (BENCHMARKS.md), and an HTTP poll every 1 ms cost
+// 250-350 ms.
 func PollInterval(elapsed time.Duration) time.Duration {
-	return min(time.Millisecond+elapsed/1000, 5*time.Millisecond)
+	return min(time.Millisecond+elapsed/500, 5*time.Millisecond)
 }
 
 // AwaitReady waits until an app is ready: until statusURL says listening,
@@ -136,6 +138,9 @@ var errNotAccepting = errors.New("not accepting connections")
 // is a status URL, the /status request.
 func (c StatusChecker) check(ctx context.Context, d *net.Dialer, dialAddr, statusURL string) (bool, error) {
 	if dialAddr != "" {
+		if refusedNow(dialAddr) {
+			return false, fmt.Errorf("%w: connect to %s refused", errNotAccepting, dialAddr)
+		}
 		conn, err := d.DialContext(ctx, "tcp", dialAddr)
 		if err != nil {
 			return false, fmt.Errorf("%w: %w", errNotAccepting, err)

@@ -123,8 +123,9 @@ func TestAwaitReadyStopsWhenTheAppExits(t *testing.T) {
 func TestPollInterval(t *testing.T) {
 	for _, c := range []struct{ elapsed, want time.Duration }{
 		{0, time.Millisecond},
-		{200 * time.Millisecond, 1200 * time.Microsecond},
-		{2 * time.Second, 3 * time.Millisecond},
+		{200 * time.Millisecond, 1400 * time.Microsecond},
+		{time.Second, 3 * time.Millisecond},
+		{2 * time.Second, 5 * time.Millisecond},
 		{time.Minute, 5 * time.Millisecond},
 	} {
 		if got := provisioner.PollInterval(c.elapsed); got != c.want {

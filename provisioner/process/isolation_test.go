@@ -30,12 +30,13 @@ func TestIsolatedAppsRunAsTheirOwnUID(t *testing.T) {
 	seen := map[uint32]bool{}
 	for range 2 {
 		inst := start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
-		uid := uidOf(t, pidOf(t, inst))
+		app := appPidOf(t, inst)
+		uid := uidOf(t, app)
 		if uid < 2000100000 || uid > 2000100009 || seen[uid] {
 			t.Errorf("app runs as uid %d, want a uid of its own from the range (others: %v)", uid, seen)
 		}
 		seen[uid] = true
-		status, _ := os.ReadFile("/proc/" + strconv.Itoa(pidOf(t, inst)) + "/status")
+		status, _ := os.ReadFile("/proc/" + strconv.Itoa(app) + "/status")
 		for _, line := range strings.Split(string(status), "\n") {
 			if rest, ok := strings.CutPrefix(line, "Groups:"); ok && strings.TrimSpace(rest) != "" {
 				t.Errorf("app keeps supplementary groups %q", rest)
@@ -62,7 +63,7 @@ func TestIsolatedAppCannotReachSpawnerOrOtherSessions(t *testing.T) {
 			}
 			b := newBackend(t, process.Config{Isolation: level, Command: pyApp("ready")})
 			runBackend(t, b)
-			neighbour := pidOf(t, start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()}))
+			neighbour := appPidOf(t, start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()}))
 
 			out := filepath.Join(sharedDir(t), "seen")
 			probe := strings.Join([]string{
@@ -122,7 +123,7 @@ func TestSetsidDaemonDiesWithItsSession(t *testing.T) {
 				exits := runBackend(t, b)
 				id := messages.NewSessionID()
 				inst := start(t, b, provisioner.Spec{SessionID: id})
-				uid := uidOf(t, pidOf(t, inst))
+				uid := uidOf(t, appPidOf(t, inst))
 				awaitDead(t, "waiting for the daemon", func() bool { return len(liveOfUID(uid)) < 2 })
 				if end == "stop" {
 					if err := b.Stop(context.Background(), id); err != nil {
@@ -166,7 +167,7 @@ func TestWorkdirIsPrivateAndRemoved(t *testing.T) {
 	if info.Mode().Perm() != 0o700 || !info.IsDir() {
 		t.Errorf("workdir mode %v, want a 0700 directory", info.Mode())
 	}
-	if st := statUID(t, dir); st != uidOf(t, pidOf(t, inst)) {
+	if st := statUID(t, dir); st != uidOf(t, appPidOf(t, inst)) {
 		t.Errorf("workdir owned by uid %d, not the app's", st)
 	}
 	if err := b.Stop(context.Background(), id); err != nil {

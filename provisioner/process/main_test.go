@@ -19,6 +19,7 @@ import (
 	"github.com/spawnerhq/spawner/internal/testlog"
 	"github.com/spawnerhq/spawner/provisioner"
 	"github.com/spawnerhq/spawner/provisioner/process"
+	"github.com/spawnerhq/spawner/provisioner/process/apphelper"
 )
 
 // patience bounds every wait; it is generous because -race on a loaded
@@ -176,6 +177,38 @@ func pidOf(t *testing.T, inst provisioner.Instance) int {
 	return pid
 }
 
+// appPidOf is the pid of the session's app shell: the handle's pid, or,
+// where the handle is an isolation helper, the helper's one child.
+func appPidOf(t *testing.T, inst provisioner.Instance) int {
+	t.Helper()
+	pid := pidOf(t, inst)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.HasPrefix(string(cmdline), apphelper.Name+"\x00") {
+		return pid
+	}
+	kids := childrenOf(pid)
+	if len(kids) != 1 {
+		t.Fatalf("isolation helper %d has children %v, want the app's shell alone", pid, kids)
+	}
+	return kids[0]
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, ppid, _, ok := procStat(child); ok && ppid == pid {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
 // liveInGroup lists the processes of group pgid that still run; zombies
 // do not count, because whoever adopted them may never reap them.
 func liveInGroup(pgid int) []int {
@@ -196,6 +229,23 @@ func liveInGroup(pgid int) []int {
 func alive(pid int) bool {
 	state, _, _, ok := procStat(pid)
 	return ok && running(state)
+}
+
+// threadsAlive reports whether any thread of process pid still runs: its
+// first thread may be a zombie while the others are still ending.
+func threadsAlive(pid int) bool {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) > 0 && running(f[0]) {
+			return true
+		}
+	}
+	return false
 }
 
 // running says a process in state is not a zombie, dead or not yet reaped.

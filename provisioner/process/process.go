@@ -314,9 +314,9 @@ func (b *Backend) wait(id string, p *proc, log *slog.Logger) {
 	// Kill what the app may have left in its group, such as a daemonised
 	// child, then whatever else runs as its uid: a setsid daemon leaves
 	// the group, but not the uid. In a PID namespace there is nothing
-	// left: the app's shell was its first process, and the kernel ends
-	// every other one before that one's exit is reported, so no helper
-	// (a Go binary's start, 10-15 ms of CPU) runs for it.
+	// left: the isolation helper was its first process, and the kernel
+	// ends every other one before that one's exit is reported, so no
+	// helper (a Go binary's start, 10-15 ms of CPU) runs for it.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	if p.uid != 0 && b.isolation != IsolationNamespaces {
 		if kerr := killUID(b.exe, p.uid); kerr != nil {

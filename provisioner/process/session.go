@@ -127,8 +127,12 @@ func (b *Backend) job(spec provisioner.Spec, p *proc) apphelper.Job {
 	if command != b.appCommand {
 		binary = appBinary(command)
 	}
-	return apphelper.Job{UID: p.uid, GID: p.uid, Dir: p.workdir, Binary: binary, Script: script(command),
-		Env: appEnv(spec, b.cfg.Host, p.port, p.workdir)}
+	env := appEnv(spec, b.cfg.Host, p.port, p.workdir)
+	job := apphelper.Job{UID: p.uid, GID: p.uid, Dir: p.workdir, Binary: binary, Script: script(command), Env: env}
+	if argv, ok := directArgv(command, env); ok {
+		job.Argv = argv
+	}
+	return job
 }
 
 // command builds the app's process without namespaces: its shell, as

@@ -20,11 +20,10 @@ import (
 // isolated start cost: on a 2-core machine that starts /bin/true in about
 // 5 ms, an isolated start was 23 ms slower than the app started directly,
 // against 4 ms without isolation. The backend keeps one spare, refilled
-// after each start, so a spawn pays only for handing over its job, the
-// helper's drop to the session's uid and its exec of the app's shell:
-// 7-10 ms over the direct start in the same run (BENCHMARKS.md), most of
-// it that exec from a Go process, which measured the same with the
-// namespaces turned off.
+// after each start, so a spawn pays only for handing over its job and the
+// helper's start of the app's shell, from a vfork as the plain path does
+// (apphelper's runApp says why). The helper then stays the namespace's
+// first process, and the session's pid is the helper's.
 type spare struct {
 	cmd *exec.Cmd
 	// job is the write end of the helper's job pipe.
@@ -50,8 +49,8 @@ func (b *Backend) startSpare() (*spare, error) {
 	cmd := apphelper.Command(b.exe, "spare")
 	cmd.ExtraFiles = []*os.File{jr} // apphelper.JobFD
 	cmd.Stdout, cmd.Stderr = ow, ow
-	// The helper is root until it execs the app's shell as uid; if
-	// Spawner dies first, nothing of the session may start.
+	// The helper is root and the namespace's first process: if Spawner
+	// dies, the helper and with it the whole session end at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Cloneflags: isolatedCloneflags}
 	err = cmd.Start()
 	jr.Close()

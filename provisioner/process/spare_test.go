@@ -17,7 +17,8 @@ import (
 )
 
 // spares lists this process's children that are isolation helpers still
-// waiting for a job: they run as root under the helper's name.
+// waiting for a job: they run as root under the helper's name, and have
+// not yet started an app.
 func spares() []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
@@ -30,7 +31,7 @@ func spares() []int {
 		if err != nil || !strings.HasPrefix(string(cmdline), apphelper.Name+"\x00spare") {
 			continue
 		}
-		if state, ppid, _, ok := procStat(pid); ok && ppid == os.Getpid() && running(state) {
+		if state, ppid, _, ok := procStat(pid); ok && ppid == os.Getpid() && running(state) && len(childrenOf(pid)) == 0 {
 			out = append(out, pid)
 		}
 	}
@@ -68,7 +69,8 @@ func awaitSpare(t *testing.T) int {
 }
 
 // An isolated start takes the helper that waits ready in its namespaces,
-// and another takes its place; none outlives the backend.
+// which starts the app as the session's uid and stays, as root, its
+// parent; another takes its place, and none outlives the backend.
 func TestIsolatedStartTakesTheWaitingSpare(t *testing.T) {
 	b := namespacedBackend(t, "2000100020-2000100029")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -85,10 +87,13 @@ func TestIsolatedStartTakesTheWaitingSpare(t *testing.T) {
 		waiting := awaitSpare(t)
 		inst := start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
 		if pid := pidOf(t, inst); pid != waiting {
-			t.Fatalf("the app runs as pid %d, not in the spare %d that waited", pid, waiting)
+			t.Fatalf("the session's pid is %d, not the spare %d that waited", pid, waiting)
 		}
-		if uid := uidOf(t, waiting); uid < 2000100020 || uid > 2000100029 {
-			t.Fatalf("the spare became the app but runs as uid %d", uid)
+		if uid := uidOf(t, waiting); uid != 0 {
+			t.Fatalf("the spare runs as uid %d once it started the app, want root", uid)
+		}
+		if uid := uidOf(t, appPidOf(t, inst)); uid < 2000100020 || uid > 2000100029 {
+			t.Fatalf("the spare's app runs as uid %d, want one from the session's range", uid)
 		}
 	}
 	awaitSpare(t)
@@ -112,8 +117,9 @@ func TestIsolatedStartSurvivesADeadSpare(t *testing.T) {
 	if err := syscall.Kill(dead, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// Let it die, unreaped, before the start comes.
-	awaitDead(t, "the killed spare", func() bool { return alive(dead) })
+	// Let it die, unreaped, before the start comes: every thread of it,
+	// for its last one holds the job pipe open.
+	awaitDead(t, "the killed spare", func() bool { return threadsAlive(dead) })
 	inst := start(t, b, provisioner.Spec{SessionID: messages.NewSessionID()})
 	if pid := pidOf(t, inst); pid == dead {
 		t.Fatalf("the app claims the dead spare's pid %d", pid)
