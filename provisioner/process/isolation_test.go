@@ -305,3 +305,24 @@ func TestIsolationSettings(t *testing.T) {
 		t.Errorf("none: %v, isolation %q", err, b.Isolation())
 	}
 }
+
+// An app the helper starts without the shell sees one value per variable,
+// the one the shell would give it: its own HOME and PWD over Spawner's,
+// and the spec's settings over Spawner's environment.
+func TestDirectStartSeesTheShellsEnvironment(t *testing.T) {
+	needRoot(t)
+	t.Setenv("X_SPAWNER_DUP", "spawner")
+	b := newBackend(t, process.Config{Command: "exec printenv HOME X_SPAWNER_DUP PWD"})
+	runBackend(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	_, err := b.Start(ctx, provisioner.Spec{SessionID: messages.NewSessionID(), Env: map[string]string{"X_SPAWNER_DUP": "spec"}})
+	if err == nil {
+		t.Fatal("Start of an app that exits succeeded")
+	}
+	_, out, _ := strings.Cut(err.Error(), "its last output:\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "spawner-app-") || lines[1] != "spec" || lines[2] != lines[0] {
+		t.Fatalf("the app saw HOME, X_SPAWNER_DUP and PWD as %q, want its working directory, the spec's value and the directory again (%v)", lines, err)
+	}
+}

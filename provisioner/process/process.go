@@ -402,15 +402,36 @@ func appEnv(spec provisioner.Spec, host string, port int, home string) []string 
 		}
 		env = append(env, kv)
 	}
-	env = append(env, "HOME="+home)
+	// PWD as the shell would set it, which the helper may not run.
+	env = append(env, "HOME="+home, "PWD="+home)
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
-	return append(env,
+	return lastWins(append(env,
 		"PORT="+strconv.Itoa(port),
 		"HOST="+host,
 		"SPAWNER_SESSION_ID="+spec.SessionID,
 		"SPAWNER_SESSION_URL="+spec.URL,
 		"SPAWNER_BASE_PATH="+spec.BasePathOrRoot(),
-	)
+	))
+}
+
+// lastWins keeps one entry per variable, the last, as the shell and
+// os/exec do: the isolation helper may start the app without either, and
+// a program's getenv finds the first of several (HOME, say, which the app
+// gets as its working directory over Spawner's own).
+func lastWins(env []string) []string {
+	last := make(map[string]int, len(env))
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		last[name] = i
+	}
+	out := env[:0]
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if last[name] == i {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
