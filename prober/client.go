@@ -228,5 +228,6 @@ func (p *Prober) closeClients() {
 	defer p.mu.Unlock()
 	for _, t := range p.targets {
 		t.client.close()
+		t.stopCrossing()
 	}
 }

@@ -335,3 +335,63 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func testLogger(t *testing.T) *slog.Logger { return testlog.New(t) }
+
+// A session that will cross its idle timeout before its next turn is
+// probed again as it crosses, so the reaper sees it idle then and not up
+// to an interval later.
+func TestSessionIsProbedAsItCrossesItsIdleTimeout(t *testing.T) {
+	h := newHarness(t)
+	const interval, idle = 2 * time.Second, time.Second
+	var mu sync.Mutex
+	var idling bool
+	var idleSince time.Time
+	url := statusServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		var inactive int64
+		if idling {
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			}
+			inactive = int64(time.Since(idleSince) / time.Second)
+		}
+		mu.Unlock()
+		_ = json.NewEncoder(w).Encode(messages.AppStatus{Listening: true, SecondsInactive: inactive})
+	})
+	s := messages.Session{ID: messages.NewSessionID(), Status: messages.StatusReady, Backend: "process", Upstream: "127.0.0.1:1",
+		StatusURL: url, CreatedAt: time.Now().UTC(), IdleTimeoutSeconds: int64(idle / time.Second)}
+	if _, err := h.reg.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	p, err := prober.New(prober.Config{Layout: settings.Layout{Prefix: messages.DefaultPrefix}, Probing: settings.Probing{ProbeInterval: interval}, Timeout: 2 * time.Second, Concurrency: 8},
+		prober.Deps{NATS: h.env.Conn, Registry: h.reg, Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testrun.Background(t, patience, p.Run)
+	// Once the prober has settled into its turns, the app goes idle from
+	// its next probe on, whose next turn is an interval later.
+	h.beats.await(t, s.ID, 2)
+	mu.Lock()
+	idling = true
+	mu.Unlock()
+	deadline := time.After(patience)
+	for {
+		beats := h.beats.of(s.ID)
+		if n := len(beats); beats[n-1].SecondsInactive >= int64(idle/time.Second) {
+			mu.Lock()
+			after := beats[n-1].Time.Sub(idleSince)
+			mu.Unlock()
+			if after > idle+interval/4 {
+				t.Fatalf("a heartbeat says idle %s after the app went idle; want it within %s of the crossing at %s, before the next turn at %s",
+					after, interval/4, idle, interval)
+			}
+			return
+		}
+		select {
+		case <-h.beats.added:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no heartbeat says the session is idle: %+v", beats)
+		}
+	}
+}
