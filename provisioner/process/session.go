@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,4 +147,49 @@ func (b *Backend) command(spec provisioner.Spec, p *proc) *exec.Cmd {
 	}
 	cmd.Env = appEnv(spec, b.cfg.Host, p.port, p.workdir)
 	return cmd
+}
+
+// appEnv passes Spawner's environment on without its own SPAWNER_ and NATS
+// settings, which may hold tokens and passwords the app must not see.
+func appEnv(spec provisioner.Spec, host string, port int, home string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SPAWNER_") || strings.HasPrefix(kv, "NATS_") ||
+			strings.HasPrefix(kv, "PORT=") || strings.HasPrefix(kv, "HOST=") || strings.HasPrefix(kv, "KUBECONFIG=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	// PWD as the shell would set it, which the helper may not run.
+	env = append(env, "HOME="+home, "PWD="+home)
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	return lastWins(append(env,
+		"PORT="+strconv.Itoa(port),
+		"HOST="+host,
+		"SPAWNER_SESSION_ID="+spec.SessionID,
+		"SPAWNER_SESSION_URL="+spec.URL,
+		"SPAWNER_BASE_PATH="+spec.BasePathOrRoot(),
+	))
+}
+
+// lastWins keeps one entry per variable, the last, as the shell and
+// os/exec do: the isolation helper may start the app without either, and
+// a program's getenv finds the first of several (HOME, say, which the app
+// gets as its working directory over Spawner's own).
+func lastWins(env []string) []string {
+	last := make(map[string]int, len(env))
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		last[name] = i
+	}
+	out := env[:0]
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if last[name] == i {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -21,9 +21,10 @@ import (
 // 5 ms, an isolated start was 23 ms slower than the app started directly,
 // against 4 ms without isolation. The backend keeps one spare, refilled
 // after each start, so a spawn pays only for handing over its job and the
-// helper's start of the app's shell, from a vfork as the plain path does
-// (apphelper's runApp says why). The helper then stays the namespace's
-// first process, and the session's pid is the helper's.
+// helper's start of the app from a vfork, as the plain path does, and
+// without the shell where directArgv allows (apphelper's runApp says
+// why). The helper then stays the namespace's first process, and the
+// session's pid is the helper's.
 type spare struct {
 	cmd *exec.Cmd
 	// job is the write end of the helper's job pipe.
