@@ -246,7 +246,8 @@ func (c *Cache) Get(id string) (messages.Session, bool) {
 // spawns and then lists must see what it spawned, and the watch trails
 // the write that the provisioner answered after by a moment (measured:
 // one "sessions ls" in five, run at once after "sessions new", still saw
-// the session creating).
+// the session creating). It returns once the cache's handlers have had
+// the change too, for the views they keep.
 func (c *Cache) Await(ctx context.Context, id string, cond func(s messages.Session, ok bool) bool) bool {
 	for {
 		c.mu.RLock()
@@ -254,6 +255,12 @@ func (c *Cache) Await(ctx context.Context, id string, cond func(s messages.Sessi
 		done, changed := cond(s, ok), c.changed
 		c.mu.RUnlock()
 		if done {
+			// The change that met cond is in the copy before the
+			// handlers hear of it; once dispatch is free they have, so
+			// what they keep (the gateway's session list) answers a
+			// client that reads right after, as the copy does.
+			c.dispatch.Lock()
+			c.dispatch.Unlock()
 			return true
 		}
 		select {

@@ -261,6 +261,39 @@ func otherRegistry(t *testing.T, listen string) (*registry.Registry, jetstream.S
 	return registry.New(kv), stream
 }
 
+// What Await waited for has also reached the cache's handlers, so a
+// view kept by one (the gateway's session list) shows it to a client that
+// reads right after: the API's answer to a spawn waits on Await.
+func TestCacheAwaitReturnsAfterTheHandlers(t *testing.T) {
+	reg, _ := newRegistry(t)
+	ctx := testContext(t)
+	c := runCache(t, reg, nil)
+	<-c.Synced()
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	c.OnChange(func(ch registry.Change) {
+		time.Sleep(30 * time.Millisecond) // a slow handler widens the window
+		mu.Lock()
+		seen[ch.ID] = true
+		mu.Unlock()
+	})
+	for range 3 {
+		s := session(messages.StatusReady)
+		if _, err := reg.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if !c.Await(ctx, s.ID, func(_ messages.Session, ok bool) bool { return ok }) {
+			t.Fatal("Await never saw the record")
+		}
+		mu.Lock()
+		handled := seen[s.ID]
+		mu.Unlock()
+		if !handled {
+			t.Fatal("Await returned before the cache's handlers had the record")
+		}
+	}
+}
+
 // TestCacheAwait waits for a write the cache has not seen yet, for a
 // delete, and gives up at its deadline on what never comes.
 func TestCacheAwait(t *testing.T) {
