@@ -21,7 +21,7 @@ func directArgv(command string, env []string) (argv []string, ok bool) {
 	if strings.ContainsAny(s, "\n\r") {
 		return nil, false
 	}
-	first := true
+	first, sawExec := true, false
 	for s != "" {
 		word, kept, rest, ok := shellWord(s, env)
 		if !ok {
@@ -30,7 +30,8 @@ func directArgv(command string, env []string) (argv []string, ok bool) {
 		raw := s[:len(s)-len(rest)]
 		s = strings.TrimLeft(rest, " \t")
 		if first {
-			if raw == "exec" && len(argv) == 0 {
+			if raw == "exec" && !sawExec {
+				sawExec = true
 				continue // "exec app" runs app, as the helper does anyway
 			}
 			// An assignment ("A=b app"), an option of exec's, a builtin

@@ -71,7 +71,7 @@ func TestDirectArgv(t *testing.T) {
 		"", "exec", "exec -a x app", "A=b app", "cd /tmp && app", "app > log", "app | tee", "app; other", "app &",
 		"app $SPACED", "app $GLOB", "app *.go", "app ~/x", "echo hi", "exit 3", "[ -x app ]", "app # note",
 		"app \"$(id)\"", "app `id`", "app $1", "app ${PORT:-1}", "app \"a\\b\"", "app 'open", "app \"open",
-		"app\nother", "if true; then app; fi", "{ app; }", "app $", "app \\x", "$EMPTY", "'exec' app",
+		"app\nother", "if true; then app; fi", "{ app; }", "app $", "app \\x", "$EMPTY", "'exec' app", "exec exec app",
 	} {
 		if got, ok := directArgv(command, argvEnv); ok {
 			t.Errorf("directArgv(%q) = %q, want the shell to run it", command, got)
