@@ -177,8 +177,9 @@ func pidOf(t *testing.T, inst provisioner.Instance) int {
 	return pid
 }
 
-// appPidOf is the pid of the session's app shell: the handle's pid, or,
-// where the handle is an isolation helper, the helper's one child.
+// appPidOf is the pid of the session's app, or of its shell: the
+// handle's pid, or, where the handle is an isolation helper, the helper's
+// one child.
 func appPidOf(t *testing.T, inst provisioner.Instance) int {
 	t.Helper()
 	pid := pidOf(t, inst)
@@ -188,7 +189,7 @@ func appPidOf(t *testing.T, inst provisioner.Instance) int {
 	}
 	kids := childrenOf(pid)
 	if len(kids) != 1 {
-		t.Fatalf("isolation helper %d has children %v, want the app's shell alone", pid, kids)
+		t.Fatalf("isolation helper %d has children %v, want the app alone", pid, kids)
 	}
 	return kids[0]
 }
