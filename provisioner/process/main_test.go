@@ -194,37 +194,33 @@ func appPidOf(t *testing.T, inst provisioner.Instance) int {
 	return kids[0]
 }
 
-// childrenOf lists the processes whose parent is pid.
-func childrenOf(pid int) []int {
+// pidsWhere lists the processes for which keep says true.
+func pidsWhere(keep func(pid int) bool) []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if _, ppid, _, ok := procStat(child); ok && ppid == pid {
-			out = append(out, child)
+		if pid, err := strconv.Atoi(e.Name()); err == nil && keep(pid) {
+			out = append(out, pid)
 		}
 	}
 	return out
 }
 
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	return pidsWhere(func(child int) bool {
+		_, ppid, _, ok := procStat(child)
+		return ok && ppid == pid
+	})
+}
+
 // liveInGroup lists the processes of group pgid that still run; zombies
 // do not count, because whoever adopted them may never reap them.
 func liveInGroup(pgid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if state, _, pgrp, ok := procStat(pid); ok && pgrp == pgid && running(state) {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return pidsWhere(func(pid int) bool {
+		state, _, pgrp, ok := procStat(pid)
+		return ok && pgrp == pgid && running(state)
+	})
 }
 
 func alive(pid int) bool {
@@ -237,12 +233,7 @@ func alive(pid int) bool {
 func threadsAlive(pid int) bool {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) > 0 && running(f[0]) {
+		if state, _, _, ok := statFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name())); ok && running(state) {
 			return true
 		}
 	}
@@ -253,7 +244,12 @@ func threadsAlive(pid int) bool {
 func running(state string) bool { return state != "Z" && state != "X" }
 
 func procStat(pid int) (state string, ppid, pgrp int, ok bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return statFile(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// statFile reads a process's or a thread's stat file.
+func statFile(path string) (state string, ppid, pgrp int, ok bool) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", 0, 0, false
 	}

@@ -20,22 +20,14 @@ import (
 // waiting for a job: they run as root under the helper's name, and have
 // not yet started an app.
 func spares() []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	return pidsWhere(func(pid int) bool {
+		cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil || !strings.HasPrefix(string(cmdline), apphelper.Name+"\x00spare") {
-			continue
+			return false
 		}
-		if state, ppid, _, ok := procStat(pid); ok && ppid == os.Getpid() && running(state) && len(childrenOf(pid)) == 0 {
-			out = append(out, pid)
-		}
-	}
-	return out
+		state, ppid, _, ok := procStat(pid)
+		return ok && ppid == os.Getpid() && running(state) && len(childrenOf(pid)) == 0
+	})
 }
 
 // namespacedBackend is a backend, not yet running, whose apps get
