@@ -169,6 +169,7 @@ func TestListAndGetSessions(t *testing.T) {
 	a := s.addReady(t, "127.0.0.1:1")
 	time.Sleep(2 * time.Millisecond) // Distinct creation times order the list.
 	b := s.addReady(t, "127.0.0.1:2")
+	s.awaitListed(t, b) // The watch delivers in order, so a is in the list too.
 	hb := messages.Heartbeat{SessionID: a, Time: time.Now().UTC().Truncate(time.Second), OK: true, ActiveConnections: 3, SecondsInactive: 4, Listening: true}
 	data, _ := json.Marshal(hb)
 	// The gateway keeps the newest heartbeat; wait until it shows.
